@@ -1,0 +1,1 @@
+"""Hardware and device-protocol drivers, one module per kind (see docs/architecture.md)."""

@@ -1,0 +1,3 @@
+"""The edge gateway: site cache, access decisions, store, daemon and admin interface."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,382 @@
+"""The admin socket: one JSON envelope per line, shared by edgectl and any front end.
+
+Request `{"id": 1, "method": "status", "params": {}}`; reply `{"id": 1,
+"result": ...}` or `{"id": 1, "error": {"code": ..., "message": ...}}`.
+`list_methods` names them all. A request whose params carry
+`payload_bytes: N` is followed by N raw bytes (a snapshot for `import`), so a
+file the daemon's user cannot read can still be imported by an operator who
+can. `events.follow` keeps the connection and streams `{"id", "event"}` lines.
+
+The socket is created with mode 0660: the daemon's group are its admins. The
+peer's uid (SO_PEERCRED) goes into the audit log for every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.cards import CardSpecError, parse_card_spec
+from edge.gateway import Actor, Gateway, GatewayError
+from edge.policy import Decision
+from edge.timeutil import iso_instant, parse_instant
+
+log = logging.getLogger("edge.admin")
+
+MAX_LINE = 1 << 20
+MAX_PAYLOAD = 2 << 30
+
+
+@dataclass
+class Call:
+    params: dict[str, Any]
+    actor: Actor
+    payload: Path | None
+    writer: asyncio.StreamWriter
+    request_id: Any
+
+
+Handler = Callable[["AdminServer", Call], Awaitable[Any]]
+METHODS: dict[str, tuple[Handler, bool, str]] = {}  # name: (handler, changes state, help)
+
+
+def method(name: str, changes: bool, help_: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        METHODS[name] = (fn, changes, help_)
+        return fn
+
+    return register
+
+
+class BadRequest(GatewayError):
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", message)
+
+
+def _param(call: Call, name: str, kind: type, required: bool = True) -> Any:
+    value = call.params.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"params.{name}: required")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequest(f"params.{name}: expected {kind.__name__}")
+    return value
+
+
+def decision_dict(gw: Gateway, d: Decision) -> dict[str, Any]:
+    return {
+        "granted": d.granted,
+        "reason": d.reason,
+        "door": d.door,
+        "holder": d.holder,
+        "credential": d.credential,
+        "at": iso_instant(d.at, gw.index.tz),
+        "details": {
+            k: (iso_instant(v, gw.index.tz) if k.endswith("_until") and isinstance(v, float) else v)
+            for k, v in d.details.items()
+        },
+    }
+
+
+def _presentation_params(
+    call: Call, gw: Gateway
+) -> tuple[str, tuple[str, ...], str | None, float | None]:
+    door = _param(call, "door", str)
+    card = _param(call, "card", str, required=False)
+    pin = _param(call, "pin", str, required=False)
+    at_text = _param(call, "at", str, required=False)
+    if card is None and pin is None:
+        raise BadRequest("give a card, a PIN, or both")
+    try:
+        cards = (parse_card_spec(card),) if card is not None else ()
+    except CardSpecError as exc:
+        raise BadRequest(f"params.card: {exc}") from None
+    if pin is not None and (not pin.isdigit() or not pin.isascii() or len(pin) > 16):
+        raise BadRequest("params.pin: a PIN is 1 to 16 digits")
+    at = None
+    if at_text is not None:
+        try:
+            at = parse_instant(at_text).timestamp()
+        except ValueError as exc:
+            raise BadRequest(f"params.at: {exc}") from None
+    return door, cards, pin, at
+
+
+@method("list_methods", False, "the methods of this socket")
+async def _list_methods(server: AdminServer, call: Call) -> Any:
+    return [
+        {"method": name, "changes": changes, "help": help_}
+        for name, (_, changes, help_) in sorted(METHODS.items())
+    ]
+
+
+@method("status", False, "readiness, site, counts, doors")
+async def _status(server: AdminServer, call: Call) -> Any:
+    return server.gateway.status()
+
+
+@method("decide", False, "dry run: what would happen if this credential were presented")
+async def _decide(server: AdminServer, call: Call) -> Any:
+    gw = server.gateway
+    door, cards, pin, at = _presentation_params(call, gw)
+    # A card with a PIN models card-then-PIN: the PIN is checked against the card's holder.
+    return decision_dict(gw, gw.dry_run(gw.presentation(door, cards, pin, at)))
+
+
+@method("present", True, "a real presentation at a door (as a reader would), recorded")
+async def _present(server: AdminServer, call: Call) -> Any:
+    gw = server.gateway
+    door, cards, pin, at = _presentation_params(call, gw)
+    if at is not None:
+        raise BadRequest("params.at: a real presentation happens now; use decide for a dry run")
+    return decision_dict(gw, await gw.present(gw.presentation(door, cards, pin)))
+
+
+@method("import", True, "import an edge-sync/1 snapshot (sent as the payload)")
+async def _import(server: AdminServer, call: Call) -> Any:
+    if call.payload is None:
+        raise BadRequest("the snapshot must follow the request as payload_bytes")
+    return await server.gateway.import_snapshot(call.payload)
+
+
+@method("member.show", False, "a member's or guest's entitlements and why")
+async def _member_show(server: AdminServer, call: Call) -> Any:
+    at_text = _param(call, "at", str, required=False)
+    at = None
+    if at_text is not None:
+        try:
+            at = parse_instant(at_text).timestamp()
+        except ValueError as exc:
+            raise BadRequest(f"params.at: {exc}") from None
+    return await server.gateway.member_show(_param(call, "id", str), at)
+
+
+@method("events", False, "recent events, oldest first")
+async def _events(server: AdminServer, call: Call) -> Any:
+    limit = _param(call, "limit", int, required=False) or 50
+    if not 1 <= limit <= 10_000:
+        raise BadRequest("params.limit: between 1 and 10000")
+    return await server.gateway.recent_events(limit, _param(call, "type", str, required=False))
+
+
+@method("events.follow", False, "stream events as they happen (the connection stays open)")
+async def _follow(server: AdminServer, call: Call) -> Any:
+    gw = server.gateway
+    q = gw.follow()
+    try:
+        await _send(call.writer, {"id": call.request_id, "result": {"following": True}})
+        while True:
+            event = await q.get()
+            if not event:
+                return None
+            await _send(call.writer, {"id": call.request_id, "event": event})
+    finally:
+        gw.unfollow(q)
+
+
+@method("lockdown", True, "lockdown on or off, for some doors or the whole site")
+async def _lockdown(server: AdminServer, call: Call) -> Any:
+    on = _param(call, "on", bool)
+    doors = call.params.get("doors") or []
+    if not isinstance(doors, list) or not all(isinstance(d, str) for d in doors):
+        raise BadRequest("params.doors: expected a list of door ids")
+    return await server.gateway.set_lockdown(on, doors, call.actor)
+
+
+@method("door.unlock", True, "unlock a door for some seconds (audited)")
+async def _unlock(server: AdminServer, call: Call) -> Any:
+    gw = server.gateway
+    seconds = _param(call, "seconds", int, required=False)
+    if seconds is None:
+        seconds = gw.config.doors.admin_unlock_seconds
+    return await gw.unlock_door(_param(call, "door", str), seconds, call.actor)
+
+
+@method("audit", False, "the admin audit log, newest last")
+async def _audit(server: AdminServer, call: Call) -> Any:
+    limit = _param(call, "limit", int, required=False) or 50
+    rows = await server.gateway.store.fetchall(
+        "SELECT seq, at, uid, pid, method, params, outcome FROM audit ORDER BY seq DESC LIMIT ?",
+        (limit,),
+    )
+    return [
+        {"seq": s, "at": a, "uid": u, "pid": p, "method": m, "params": json.loads(pa), "outcome": o}
+        for s, a, u, p, m, pa, o in reversed(rows)
+    ]
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+def _peer(writer: asyncio.StreamWriter) -> Actor:
+    sock: socket.socket | None = writer.get_extra_info("socket")
+    if sock is None:
+        return Actor("admin")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+    except OSError:
+        return Actor("admin")
+    return Actor(f"uid {uid}", uid=uid, pid=pid)
+
+
+def _audit_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in params.items() if k != "payload_bytes"}
+    if "pin" in out:
+        out["pin"] = "***"  # PIN digits are never stored or logged
+    return out
+
+
+class AdminServer:
+    def __init__(self, gateway: Gateway, path: Path, mode: int) -> None:
+        self.gateway = gateway
+        self.path = path
+        self.mode = mode
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._client, path=str(self.path), limit=MAX_LINE
+        )
+        os.chmod(self.path, self.mode)
+        log.info("admin: listening on %s", self.path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        actor = _peer(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(
+                        writer,
+                        {
+                            "id": None,
+                            "error": {"code": "bad_request", "message": "request line too long"},
+                        },
+                    )
+                    return
+                if not line:
+                    return
+                if not await self._handle(line, reader, writer, actor):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, actor: Actor
+    ) -> bool:
+        """Serve one request; False when the connection cannot go on."""
+        request_id = None
+        payload: Path | None = None
+        try:
+            try:
+                request = json.loads(line)
+            except ValueError:
+                raise BadRequest("not a JSON object") from None
+            if not isinstance(request, dict):
+                raise BadRequest("not a JSON object")
+            request_id = request.get("id")
+            name = request.get("method")
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise BadRequest("params: expected an object")
+            size = params.get("payload_bytes")
+            if size is not None:
+                if not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD:
+                    raise BadRequest("params.payload_bytes: expected a size in bytes")
+                payload = await self._receive(reader, size)
+            if name not in METHODS:
+                raise GatewayError(
+                    "unknown_method", f"unknown method {name!r} (list_methods names them)"
+                )
+            handler, changes, _ = METHODS[name]
+            call = Call(params, actor, payload, writer, request_id)
+            try:
+                result = await handler(self, call)
+            except GatewayError as exc:
+                if changes:
+                    await self.gateway.audit(
+                        actor, name, _audit_params(name, params), f"refused: {exc}"
+                    )
+                raise
+            if changes:
+                await self.gateway.audit(actor, name, _audit_params(name, params), "ok")
+            if name != "events.follow":
+                await _send(writer, {"id": request_id, "result": result})
+            return bool(name != "events.follow")
+        except GatewayError as exc:
+            log.warning("admin: %s: %s", actor.name, exc)
+            await _send(
+                writer, {"id": request_id, "error": {"code": exc.code, "message": str(exc)}}
+            )
+            return True
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return False
+        except Exception as exc:
+            log.exception("admin: request failed")
+            await _send(
+                writer, {"id": request_id, "error": {"code": "internal", "message": str(exc)}}
+            )
+            return True
+        finally:
+            if payload is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    payload.unlink()
+
+    async def _receive(self, reader: asyncio.StreamReader, size: int) -> Path:
+        spool = self.gateway.state_dir / "spool"
+        spool.mkdir(mode=0o700, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="import-", suffix=".json", dir=spool)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                remaining = size
+                while remaining:
+                    chunk = await reader.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        raise BadRequest(f"payload ended after {size - remaining} of {size} bytes")
+                    f.write(chunk)
+                    remaining -= len(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - one local unlink, no thread hop needed
+            raise
+        return path

@@ -1,0 +1,59 @@
+"""`edge-gateway run`: one event loop, named tasks, a clean stop on SIGTERM.
+
+Start order: store (migrations) -> site index (worker thread) -> admin socket
+-> READY=1. Stop order is the reverse, after STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from edge import systemd
+from edge.admin import AdminServer
+from edge.config import Config
+from edge.gateway import Gateway
+
+log = logging.getLogger("edge.daemon")
+
+
+async def _watchdog(interval: float) -> None:
+    # Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us.
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def run(config: Config, state_dir: Path) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    gateway = Gateway(config, state_dir)
+    admin = AdminServer(gateway, config.admin_socket(state_dir), int(config.admin.socket_mode, 8))
+    await gateway.start()
+    try:
+        await admin.start()
+        systemd.notify(f"READY=1\nSTATUS=serving site {gateway.index.site_id or '(none)'}")
+        async with asyncio.TaskGroup() as tasks:
+            interval = systemd.watchdog_interval()
+            watchdog = (
+                tasks.create_task(_watchdog(interval), name="systemd.watchdog")
+                if interval
+                else None
+            )
+            await stop.wait()
+            log.info("daemon: stopping")
+            systemd.notify("STOPPING=1")
+            if watchdog is not None:
+                watchdog.cancel()
+    finally:
+        await admin.stop()
+        await gateway.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("daemon: stopped")
+    return 0

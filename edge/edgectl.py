@@ -1,0 +1,301 @@
+"""`edgectl`: the operator's command line, a client of the admin socket.
+
+Exit status: 0 done (for `decide`: granted), 1 denied or refused, 2 a wrong
+command or argument, 3 the gateway cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.config import DEFAULT_STATE_DIR
+from edge.events import log_line
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Unreachable(Exception):
+    pass
+
+
+class RemoteError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Client:
+    """A blocking client: edgectl runs one command and exits."""
+
+    def __init__(self, path: Path, timeout: float | None = 600) -> None:
+        self.path = path
+        self._ids = itertools.count(1)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(path))
+        except OSError as exc:
+            self.sock.close()
+            raise Unreachable(
+                f"cannot reach the gateway at {path}: {exc.strerror or exc}"
+            ) from None
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, payload: Path | None = None
+    ) -> int:
+        request_id = next(self._ids)
+        params = dict(params or {})
+        if payload is not None:
+            params["payload_bytes"] = payload.stat().st_size
+        line = json.dumps({"id": request_id, "method": method, "params": params}) + "\n"
+        self.sock.sendall(line.encode())
+        if payload is not None:
+            with payload.open("rb") as f:
+                self.sock.sendfile(f)
+        return request_id
+
+    def receive(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise Unreachable(f"the gateway at {self.path} closed the connection")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, payload: Path | None = None
+    ) -> Any:
+        self.send(method, params, payload)
+        reply = self.receive()
+        if "error" in reply:
+            err = reply["error"]
+            raise RemoteError(err.get("code", "error"), err.get("message", ""))
+        return reply.get("result")
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "socket", None):
+        return Path(args.socket)
+    state_dir = getattr(args, "state_dir", None) or os.environ.get("EDGE_STATE_DIR")
+    return Path(state_dir or DEFAULT_STATE_DIR) / "admin.sock"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _human_status(s: dict[str, Any]) -> None:
+    print(f"ready:       {'yes' if s['ready'] else 'no'}")
+    print(f"site:        {s['site'] or '(no snapshot imported)'}  gateway {s['gateway']}")
+    print(
+        f"snapshot:    generation {s['generation']}, cursor {s['cursor']}, "
+        f"generated {s['snapshot_generated_at']}"
+    )
+    print(
+        f"holders:     {s['members']} members, {s['guests']} guests, {s['credentials']} credentials"
+    )
+    print(f"PIN key:     {'provisioned' if s['pin_key'] else 'MISSING (PIN entry refused)'}")
+    if s["lockdown"]:
+        print("LOCKDOWN:    whole site")
+    if s["doors"]:
+        print("doors:")
+        for d in s["doors"]:
+            print(f"  {d['id']:<16} {d['mode']:<13} {d['state']}")
+
+
+def _human_decision(d: dict[str, Any]) -> None:
+    verdict = "GRANTED" if d["granted"] else "DENIED"
+    who = d["holder"] or "unknown holder"
+    extra = ", ".join(f"{k}={v}" for k, v in d["details"].items())
+    print(f"{verdict} at {d['door']} for {who}: {d['reason']}" + (f" ({extra})" if extra else ""))
+
+
+def _human_member(m: dict[str, Any]) -> None:
+    print(f"{m['id']} ({m['kind']}) {m['name']}  at {m['at']}")
+    print(f"  plan {m['plan']}, company {m['company']}, contract {m['contract']}")
+    print(
+        f"  billing {m['billing']} -> {'allows' if m['billing_allows_access'] else 'DENIES'}"
+        " own access"
+    )
+    for c in m["credentials"]:
+        state = "active" if c["active"] else "disabled"
+        print(f"  credential {c['id']}: {c['card'] or 'PIN'} ({state})")
+    print(
+        f"  day passes: {len(m['day_passes'])} explicit, balance {m['day_pass_balance']} "
+        f"(used here, not yet synced: {m['day_pass_balance_used_here']}), "
+        f"today: {m['day_pass_used_today'] or 'none used'}"
+    )
+    for b in m["bookings"]:
+        print(f"  booking {b['id']} room {b['room']} {b['start']} - {b['end']} {b['status']}")
+    print("  doors now:")
+    for d in m["doors"]:
+        print(f"    {d['door']:<16} {'yes' if d['granted'] else 'no ':<4} {d['reason']}")
+
+
+def _event_line(ev: dict[str, Any]) -> str:
+    return f"{ev.get('at', '')} {log_line(ev)}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    common.add_argument(
+        "--state-dir",
+        default=argparse.SUPPRESS,
+        help="the gateway's state directory (its admin.sock is used)",
+    )
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="the admin socket")
+
+    parser = argparse.ArgumentParser(
+        prog="edgectl", parents=[common], description="Operate a running edge gateway."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", parents=[common], help="readiness, site, counts, doors")
+    sub.add_parser("methods", parents=[common], help="the admin socket's methods")
+    p = sub.add_parser("import", parents=[common], help="import an edge-sync/1 snapshot")
+    p.add_argument("file", type=Path)
+    for name, help_ in (
+        ("decide", "dry run: would this credential open this door?"),
+        ("present", "present a credential for real (recorded, consumes)"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=help_)
+        p.add_argument("--door", required=True)
+        p.add_argument("--card", help="FORMAT:FIELDS, e.g. H10301:12:3456 or raw:04A1B2C3")
+        p.add_argument("--pin", help="PIN digits (with --card: card then PIN)")
+        if name == "decide":
+            p.add_argument("--at", help="instant, RFC 3339 with offset (default: now)")
+    p = sub.add_parser("member", parents=[common], help="members and guests")
+    msub = p.add_subparsers(dest="member_command", required=True)
+    p = msub.add_parser("show", parents=[common], help="entitlements and why")
+    p.add_argument("id")
+    p.add_argument("--at", help="instant, RFC 3339 with offset (default: now)")
+    p = sub.add_parser("events", parents=[common], help="recent events")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--type", help="only events whose type starts with this")
+    p = sub.add_parser("lockdown", parents=[common], help="lockdown on|off [DOOR...]")
+    p.add_argument("state", choices=["on", "off"])
+    p.add_argument("doors", nargs="*")
+    p = sub.add_parser("door", parents=[common], help="door actions")
+    dsub = p.add_subparsers(dest="door_command", required=True)
+    p = dsub.add_parser("unlock", parents=[common], help="unlock a door for some seconds")
+    p.add_argument("door")
+    p.add_argument("--seconds", type=int)
+    p = sub.add_parser("audit", parents=[common], help="the admin audit log")
+    p.add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def run(args: argparse.Namespace, client: Client) -> int:
+    as_json = getattr(args, "json", False)
+    out = _print_json if as_json else None
+    cmd = args.command
+    if cmd == "status":
+        result = client.call("status")
+        (out or _human_status)(result)
+    elif cmd == "methods":
+        result = client.call("list_methods")
+        if out:
+            out(result)
+        else:
+            for m in result:
+                print(f"{m['method']:<16} {'(changes) ' if m['changes'] else ''}{m['help']}")
+    elif cmd == "import":
+        if not args.file.is_file():
+            print(f"edgectl: {args.file}: no such file", file=sys.stderr)
+            return EXIT_USAGE
+        result = client.call("import", {}, payload=args.file)
+        if out:
+            out(result)
+        else:
+            print(
+                f"imported generation {result['generation']} (cursor {result['cursor']}): "
+                f"{result['members']} members, {result['guests']} guests, "
+                f"{result['credentials']} credentials in {result['seconds']} s"
+            )
+    elif cmd in ("decide", "present"):
+        given = {k: getattr(args, k, None) for k in ("door", "card", "pin", "at")}
+        result = client.call(cmd, {k: v for k, v in given.items() if v is not None})
+        (out or _human_decision)(result)
+        return EXIT_OK if result["granted"] else EXIT_DENIED
+    elif cmd == "member":
+        result = client.call("member.show", {"id": args.id, **({"at": args.at} if args.at else {})})
+        (out or _human_member)(result)
+    elif cmd == "events":
+        query: dict[str, Any] = {"limit": args.limit}
+        if args.type:
+            query["type"] = args.type
+        for ev in client.call("events", query):
+            print(json.dumps(ev) if as_json else _event_line(ev))
+        if args.follow:
+            client.sock.settimeout(None)
+            client.call("events.follow")
+            while True:
+                message = client.receive()
+                ev = message.get("event")
+                if ev:
+                    print(json.dumps(ev) if as_json else _event_line(ev), flush=True)
+    elif cmd == "lockdown":
+        result = client.call("lockdown", {"on": args.state == "on", "doors": args.doors})
+        if out:
+            out(result)
+        else:
+            print(f"lockdown {args.state} for {', '.join(args.doors) or 'all doors'}")
+    elif cmd == "door":
+        unlock: dict[str, Any] = {"door": args.door}
+        if args.seconds is not None:
+            unlock["seconds"] = args.seconds
+        result = client.call("door.unlock", unlock)
+        if out:
+            out(result)
+        else:
+            print(f"{result['door']} unlocked until {result['unlocked_until']}")
+    elif cmd == "audit":
+        result = client.call("audit", {"limit": args.limit})
+        if out:
+            out(result)
+        else:
+            for a in result:
+                print(
+                    f"{a['at']} uid={a['uid']} {a['method']} {json.dumps(a['params'])} "
+                    f"-> {a['outcome']}"
+                )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = Client(_socket_path(args))
+    except Unreachable as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        return run(args, client)
+    except RemoteError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.code == "bad_request" else EXIT_DENIED
+    except Unreachable as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,627 @@
+"""The gateway: the site index, the runtime state, and every change to them.
+
+Decisions are taken on the event loop with no await between `decide` and
+applying its effects, so two badges can never both consume the last pass.
+Everything that changes is written through the store's single writer; usage
+events (what the cloud bills) are awaited until durable before the caller
+hears the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.cards import pin_hmac
+from edge.config import Config
+from edge.events import USAGE_TYPES, log_line, make_event
+from edge.importer import ImportRefused, commit_ops, stage_snapshot
+from edge.index import load_index
+from edge.model import SiteIndex
+from edge.policy import (
+    DayPassUse,
+    Decision,
+    Presentation,
+    RuntimeState,
+    decide,
+    door_unlocked,
+    entitlement,
+)
+from edge.schedule import Opening
+from edge.secrets import SecretError, load_pin_key
+from edge.store import SqlOp, Store
+from edge.timeutil import iso_instant
+
+log = logging.getLogger("edge.gateway")
+events_log = logging.getLogger("edge.events")
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses, with a message for the operator."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for a change: the admin socket's peer credentials, or a subsystem."""
+
+    name: str
+    uid: int | None = None
+    pid: int | None = None
+
+
+SYSTEM = Actor("gateway")
+
+
+class Gateway:
+    def __init__(self, config: Config, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.db_path = state_dir / "gateway.db"
+        self.store = Store(self.db_path)
+        self.index = SiteIndex.empty()
+        self.state = RuntimeState()
+        self.pin_key: bytes | None = None
+        self.ready = False
+        self.started_at = time.time()
+        self.unlocked_until: dict[str, float] = {}
+        self._relock: dict[str, asyncio.TimerHandle] = {}
+        self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._import_lock = asyncio.Lock()
+        self._cleanup: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pin_key = load_pin_key(self.state_dir)
+        except SecretError as exc:
+            log.error("gateway: %s; PIN entry is refused until it is fixed", exc)
+        if self.pin_key is None:
+            log.warning("gateway: no site PIN key provisioned; PIN entry is refused")
+        await self.store.start()
+        gen = await self.store.generation()
+        if gen:
+            self.index = await asyncio.to_thread(load_index, self.db_path, gen)
+        await self._load_runtime_state()
+        self.ready = True
+        log.info(
+            "gateway: ready, site %s generation %d: %d holders, %d credentials",
+            self.index.site_id or "(none imported)",
+            self.index.generation,
+            len(self.index.holders),
+            self.index.credential_count,
+        )
+        self._emit("gateway.started", time.time(), details={"generation": gen})
+
+    async def stop(self) -> None:
+        self.ready = False
+        for handle in self._relock.values():
+            handle.cancel()
+        self._relock.clear()
+        for task in list(self._cleanup):
+            task.cancel()
+        await asyncio.gather(*self._cleanup, return_exceptions=True)
+        for q in list(self._followers):
+            q.put_nowait({})  # wakes followers; an empty event means "stream ends"
+        await self.store.stop()
+
+    async def _load_runtime_state(self) -> None:
+        st = RuntimeState()
+        for door, lockdown, fday, fwin in await self.store.fetchall(
+            "SELECT door, lockdown, first_in_day, first_in_window FROM door_state"
+        ):
+            if lockdown:
+                if door == "*":
+                    st.lockdown_site = True
+                else:
+                    st.lockdown_doors.add(door)
+            if fday is not None and fwin is not None:
+                st.first_in[door] = Opening(date.fromisoformat(fday), int(fwin))
+        for holder, day, source, pass_id, company, reflected in await self.store.fetchall(
+            "SELECT holder, day, source, pass, company, reflected FROM day_pass_uses"
+        ):
+            use = DayPassUse(holder, date.fromisoformat(day), source, pass_id, company)
+            self._note_day_pass(st, use, reflected=bool(reflected))
+        for holder, day in await self.store.fetchall("SELECT holder, day FROM guest_entries"):
+            st.guest_days.add((holder, date.fromisoformat(day)))
+        for (booking,) in await self.store.fetchall("SELECT booking FROM booking_checkins"):
+            st.checked_in.add(booking)
+        self.state = st
+
+    @staticmethod
+    def _note_day_pass(st: RuntimeState, use: DayPassUse, reflected: bool = False) -> None:
+        st.day_pass_uses[(use.holder, use.day)] = use
+        if use.source == "pass" and use.pass_id is not None:
+            first = st.pass_first_use.get(use.pass_id)
+            if first is None or use.day < first:
+                st.pass_first_use[use.pass_id] = use.day
+        elif not reflected and use.source == "balance":
+            st.balance_used[use.holder] = st.balance_used.get(use.holder, 0) + 1
+        elif not reflected and use.source == "company" and use.company is not None:
+            st.company_used[use.company] = st.company_used.get(use.company, 0) + 1
+
+    # --- decisions -------------------------------------------------------------
+
+    def presentation(
+        self,
+        door: str,
+        cards: tuple[str, ...] = (),
+        pin: str | None = None,
+        at: float | None = None,
+    ) -> Presentation:
+        digest = None
+        if pin is not None:
+            if self.pin_key is None:
+                raise GatewayError("no_pin_key", "no site PIN key is provisioned on this gateway")
+            digest = pin_hmac(self.pin_key, pin)
+        return Presentation(
+            door=door, at=time.time() if at is None else at, cards=cards, pin_hmac=digest
+        )
+
+    def dry_run(self, p: Presentation) -> Decision:
+        """What would happen, with nothing unlocked, consumed or recorded."""
+        return decide(self.index, self.state, p)
+
+    async def present(self, p: Presentation) -> Decision:
+        """A real presentation: decide, apply, record. Returns once usage is durable."""
+        decision = decide(self.index, self.state, p)
+        durable = self._apply(decision)
+        if durable is not None:
+            await asyncio.shield(durable)
+        return decision
+
+    def _apply(self, d: Decision) -> asyncio.Future[None] | None:
+        """Apply a decision's effects in memory at once and queue their records."""
+        st, e = self.state, d.effects
+        ops: list[SqlOp] = []
+        events: list[dict[str, Any]] = []
+        if e.await_pin is not None:
+            st.pending_cards[d.door] = e.await_pin
+        elif e.clear_pending:
+            st.pending_cards.pop(d.door, None)
+        events.append(
+            self._event(
+                "access.granted" if d.granted else "access.denied",
+                d.at,
+                door=d.door,
+                holder=d.holder,
+                credential=d.credential,
+                reason=d.reason,
+                details=_jsonable(d.details),
+            )
+        )
+        if e.day_pass is not None:
+            use = e.day_pass
+            self._note_day_pass(st, use)
+            ev = self._event(
+                "usage.day_pass",
+                d.at,
+                door=d.door,
+                holder=use.holder,
+                details={
+                    k: v
+                    for k, v in (
+                        ("source", use.source),
+                        ("pass", use.pass_id),
+                        ("company", use.company),
+                        ("date", use.day.isoformat()),
+                    )
+                    if v is not None
+                },
+            )
+            events.append(ev)
+            ops.append(
+                (
+                    "INSERT OR REPLACE INTO day_pass_uses "
+                    "(holder, day, source, pass, company, event_id, at) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (
+                        use.holder,
+                        use.day.isoformat(),
+                        use.source,
+                        use.pass_id,
+                        use.company,
+                        ev["id"],
+                        d.at,
+                    ),
+                )
+            )
+        if e.guest_entry is not None and d.holder is not None:
+            st.guest_days.add((d.holder, e.guest_entry))
+            host = self.index.holders[d.holder].host
+            ev = self._event(
+                "usage.guest_entry",
+                d.at,
+                door=d.door,
+                holder=d.holder,
+                details={"host": host, "date": e.guest_entry.isoformat()},
+            )
+            events.append(ev)
+            ops.append(
+                (
+                    "INSERT OR REPLACE INTO guest_entries (holder, day, event_id, at) "
+                    "VALUES (?,?,?,?)",
+                    (d.holder, e.guest_entry.isoformat(), ev["id"], d.at),
+                )
+            )
+        if e.check_in is not None and d.holder is not None:
+            st.checked_in.add(e.check_in)
+            booking = self.index.bookings[e.check_in]
+            events.append(
+                self._event(
+                    "booking.checked_in",
+                    d.at,
+                    door=d.door,
+                    holder=d.holder,
+                    details={"booking": booking.id, "room": booking.room},
+                )
+            )
+            ops.append(
+                (
+                    "INSERT OR IGNORE INTO booking_checkins (booking, holder, at) VALUES (?,?,?)",
+                    (e.check_in, d.holder, d.at),
+                )
+            )
+        if e.first_in is not None:
+            st.first_in[d.door] = e.first_in
+            events.append(
+                self._event(
+                    "door.unlocked",
+                    d.at,
+                    door=d.door,
+                    holder=d.holder,
+                    details={"cause": "schedule", "first_person_in": True},
+                )
+            )
+            ops.append(
+                (
+                    "INSERT INTO door_state (door, first_in_day, first_in_window) "
+                    "VALUES (?,?,?) ON CONFLICT (door) DO UPDATE SET "
+                    "first_in_day = excluded.first_in_day, "
+                    "first_in_window = excluded.first_in_window",
+                    (d.door, e.first_in.day.isoformat(), e.first_in.window),
+                )
+            )
+        future = self._record(events, ops)
+        if any(ev["type"] in USAGE_TYPES for ev in events):
+            return future
+        return None
+
+    # --- events ------------------------------------------------------------------
+
+    def _event(self, type_: str, at: float, **fields: Any) -> dict[str, Any]:
+        return make_event(
+            type_,
+            at,
+            self.index.tz,
+            self.index.site_id or self.config.site.id,
+            self.config.gateway.id,
+            **fields,
+        )
+
+    def _emit(self, type_: str, at: float, **fields: Any) -> asyncio.Future[None]:
+        return self._record([self._event(type_, at, **fields)], [])
+
+    def _record(self, events: list[dict[str, Any]], ops: list[SqlOp]) -> asyncio.Future[None]:
+        now = time.time()
+        for ev in events:
+            ops.append(
+                (
+                    "INSERT INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
+                    (ev["id"], ev["type"], ev["at"], json.dumps(ev), now),
+                )
+            )
+            events_log.info("%s", log_line(ev))
+            for q in self._followers:
+                if q.qsize() < 10_000:
+                    q.put_nowait(ev)
+        return self.store.submit(ops)
+
+    def follow(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._followers.add(q)
+        return q
+
+    def unfollow(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._followers.discard(q)
+
+    async def recent_events(self, limit: int, type_prefix: str | None = None) -> list[Any]:
+        if type_prefix:
+            rows = await self.store.fetchall(
+                "SELECT body FROM outbox WHERE type LIKE ? ORDER BY seq DESC LIMIT ?",
+                (type_prefix.replace("%", "") + "%", limit),
+            )
+        else:
+            rows = await self.store.fetchall(
+                "SELECT body FROM outbox ORDER BY seq DESC LIMIT ?", (limit,)
+            )
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    async def audit(self, actor: Actor, method: str, params: dict[str, Any], outcome: str) -> None:
+        await self.store.write(
+            [
+                (
+                    "INSERT INTO audit (at, uid, pid, method, params, outcome) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        iso_instant(time.time()),
+                        actor.uid,
+                        actor.pid,
+                        method,
+                        json.dumps(params, sort_keys=True),
+                        outcome,
+                    ),
+                )
+            ]
+        )
+
+    # --- import -----------------------------------------------------------------
+
+    async def import_snapshot(self, path: Path) -> dict[str, Any]:
+        async with self._import_lock:
+            old = self.index.generation
+            try:
+                staged = await stage_snapshot(self.store, path, self.config.site.id)
+            except ImportRefused as exc:
+                log.error("import: refused, nothing changed: %s", exc)
+                raise GatewayError("refused", str(exc)) from None
+            index = await asyncio.to_thread(load_index, self.db_path, staged.gen)
+            await self.store.write(commit_ops(staged))
+            self.index = index  # the swap: one assignment on the loop
+            log.info(
+                "import: generation %d is current (cursor %s): %d members, %d guests, "
+                "%d credentials in %.1f s",
+                staged.gen,
+                staged.header.cursor,
+                staged.members,
+                staged.guests,
+                staged.credentials,
+                staged.seconds,
+            )
+            if old:
+                task = asyncio.create_task(
+                    self.store.drop_generation(old), name=f"store.drop_generation[{old}]"
+                )
+                self._cleanup.add(task)
+                task.add_done_callback(self._cleanup.discard)
+            return {
+                "generation": staged.gen,
+                "cursor": staged.header.cursor,
+                "members": staged.members,
+                "guests": staged.guests,
+                "credentials": staged.credentials,
+                "seconds": round(staged.seconds, 3),
+            }
+
+    # --- admin actions -----------------------------------------------------------
+
+    def _known_doors(self, doors: list[str]) -> None:
+        unknown = [d for d in doors if d not in self.index.doors]
+        if unknown:
+            known = ", ".join(sorted(self.index.doors)) or "none imported"
+            raise GatewayError(
+                "not_found", f"unknown door(s) {', '.join(unknown)} (known: {known})"
+            )
+
+    async def set_lockdown(self, on: bool, doors: list[str], actor: Actor) -> dict[str, Any]:
+        self._known_doors(doors)
+        targets = doors or ["*"]
+        for door in targets:
+            if door == "*":
+                self.state.lockdown_site = on
+                if not on:
+                    self.state.lockdown_doors.clear()
+            elif on:
+                self.state.lockdown_doors.add(door)
+            else:
+                self.state.lockdown_doors.discard(door)
+        ops: list[SqlOp] = []
+        for door in targets:
+            ops.append(
+                (
+                    "INSERT INTO door_state (door, lockdown) VALUES (?, ?) "
+                    "ON CONFLICT (door) DO UPDATE SET lockdown = excluded.lockdown",
+                    (door, int(on)),
+                )
+            )
+        if targets == ["*"] and not on:
+            ops.append(("UPDATE door_state SET lockdown = 0", ()))
+        now = time.time()
+        self._record(
+            [
+                self._event(
+                    "admin.action",
+                    now,
+                    details={
+                        "action": "lockdown",
+                        "on": on,
+                        "doors": doors or "all",
+                        "by": actor.name,
+                        "uid": actor.uid,
+                    },
+                )
+            ],
+            ops,
+        )
+        for door in targets:
+            if on and door in self.unlocked_until:
+                self._relock_now(door)
+        log.warning(
+            "lockdown %s for %s by %s",
+            "ON" if on else "off",
+            ", ".join(doors) or "all doors",
+            actor.name,
+        )
+        return {"lockdown": on, "doors": doors or "all"}
+
+    async def unlock_door(self, door: str, seconds: int, actor: Actor) -> dict[str, Any]:
+        self._known_doors([door])
+        limit = self.config.doors.max_unlock_seconds
+        if not 1 <= seconds <= limit:
+            raise GatewayError("bad_request", f"seconds must be between 1 and {limit}")
+        if self.state.in_lockdown(door):
+            raise GatewayError("refused", f"door {door} is in lockdown; lift it first")
+        now = time.time()
+        self.unlocked_until[door] = now + seconds
+        old = self._relock.pop(door, None)
+        if old is not None:
+            old.cancel()
+        self._relock[door] = asyncio.get_running_loop().call_later(seconds, self._relock_now, door)
+        details = {"action": "unlock", "seconds": seconds, "by": actor.name, "uid": actor.uid}
+        self._record(
+            [
+                self._event("admin.action", now, door=door, details=details),
+                self._event(
+                    "door.unlocked",
+                    now,
+                    door=door,
+                    reason="admin",
+                    details={"cause": "admin", "seconds": seconds},
+                ),
+            ],
+            [],
+        )
+        return {"door": door, "unlocked_until": iso_instant(now + seconds, self.index.tz)}
+
+    def _relock_now(self, door: str) -> None:
+        self._relock.pop(door, None)
+        if self.unlocked_until.pop(door, None) is not None:
+            self._emit("door.locked", time.time(), door=door, details={"cause": "admin"})
+
+    # --- views --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        ix, now = self.index, time.time()
+        local = datetime.fromtimestamp(now, ix.tz)
+        doors = []
+        for door in ix.doors.values():
+            by_schedule = door_unlocked(ix, self.state, door, local) is not None
+            until = self.unlocked_until.get(door.id)
+            state = (
+                "lockdown"
+                if self.state.in_lockdown(door.id)
+                else (
+                    "unlocked (admin)"
+                    if until
+                    else "unlocked (schedule)"
+                    if by_schedule
+                    else "locked"
+                )
+            )
+            doors.append(
+                {
+                    "id": door.id,
+                    "name": door.name,
+                    "mode": door.mode,
+                    "state": state,
+                    "unlocked_until": iso_instant(until, ix.tz) if until else None,
+                }
+            )
+        members = sum(1 for h in ix.holders.values() if h.kind != "guest")
+        return {
+            "ready": self.ready,
+            "site": ix.site_id or None,
+            "gateway": self.config.gateway.id,
+            "generation": ix.generation,
+            "cursor": ix.cursor,
+            "snapshot_generated_at": iso_instant(ix.generated_at, ix.tz)
+            if ix.generated_at
+            else None,
+            "members": members,
+            "guests": len(ix.holders) - members,
+            "credentials": ix.credential_count,
+            "doors": doors,
+            "lockdown": self.state.lockdown_site,
+            "pin_key": self.pin_key is not None,
+            "uptime_s": round(now - self.started_at, 1),
+        }
+
+    async def member_show(self, holder_id: str, at: float | None = None) -> dict[str, Any]:
+        ix = self.index
+        h = ix.holders.get(holder_id)
+        if h is None:
+            raise GatewayError("not_found", f"no member or guest {holder_id!r} on this site")
+        at = time.time() if at is None else at
+        local = datetime.fromtimestamp(at, ix.tz)
+        row = await self.store.fetchone(
+            "SELECT data FROM holders WHERE gen = ? AND id = ?", (ix.generation, holder_id)
+        )
+        data = json.loads(row[0]) if row else {}
+        creds = await self.store.fetchall(
+            "SELECT id, key, active FROM credentials WHERE gen = ? AND holder = ? ORDER BY id",
+            (ix.generation, holder_id),
+        )
+        doors = []
+        for door in ix.doors.values():
+            granted, reason, details, _ = entitlement(ix, self.state, h, door, at, local)
+            doors.append(
+                {
+                    "door": door.id,
+                    "granted": granted,
+                    "reason": reason,
+                    "details": _jsonable(details),
+                }
+            )
+        today = local.date()
+        used = self.state.day_pass_uses.get((h.id, today))
+        return {
+            "id": h.id,
+            "kind": h.kind,
+            "name": data.get("name", ""),
+            "at": iso_instant(at, ix.tz),
+            "plan": h.plan,
+            "company": h.company,
+            "contract": data.get("contract"),
+            "billing": data.get("billing"),
+            "billing_allows_access": h.billing.allows(at),
+            "credentials": [
+                {
+                    "id": cid,
+                    "type": "pin" if key.startswith("pin:") else "card",
+                    "card": None if key.startswith("pin:") else key,
+                    "active": bool(active),
+                }
+                for cid, key, active in creds
+            ],
+            "grants": data.get("access", []),
+            "day_passes": data.get("day_passes", []),
+            "day_pass_balance": h.day_pass_balance,
+            "day_pass_balance_used_here": self.state.balance_used.get(h.id, 0),
+            "day_pass_used_today": used.source if used else None,
+            "bookings": [
+                {
+                    "id": b.id,
+                    "room": b.room,
+                    "start": iso_instant(b.start, ix.tz),
+                    "end": iso_instant(b.end, ix.tz),
+                    "status": b.status,
+                    "checked_in": b.id in self.state.checked_in,
+                }
+                for b in ix.bookings_by_holder.get(h.id, ())
+            ],
+            "host": h.host,
+            "doors": doors,
+        }
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in details.items():
+        if isinstance(v, date):
+            out[k] = v.isoformat()
+        elif isinstance(v, Opening):
+            out[k] = {"day": v.day.isoformat(), "window": v.window}
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,67 @@
+"""Secrets are files, never config values and never logged.
+
+They live in `$CREDENTIALS_DIRECTORY` when systemd provides one
+(`LoadCredential=`), else in `<state_dir>/secrets/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger("edge.secrets")
+
+
+class SecretError(Exception):
+    pass
+
+
+def secrets_dir(state_dir: Path) -> Path:
+    env = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(env) if env else state_dir / "secrets"
+
+
+def read_secret(state_dir: Path, name: str) -> bytes | None:
+    """The secret's bytes, or None when it is not provisioned."""
+    path = secrets_dir(state_dir) / name
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecretError(f"{path}: cannot read: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("secrets: %s is readable by group or others; chmod 600 it", path)
+    return data
+
+
+def load_pin_key(state_dir: Path) -> bytes | None:
+    """The site PIN key: 32 bytes, stored as 64 hex characters in `pin_key`."""
+    raw = read_secret(state_dir, "pin_key")
+    if raw is None:
+        return None
+    text = raw.decode("ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SecretError(
+            f"{secrets_dir(state_dir) / 'pin_key'}: expected 64 hex characters (a 32-byte key)"
+        )
+    return key
+
+
+def write_secret(state_dir: Path, name: str, data: bytes) -> Path:
+    """Create a secret readable by its owner only (used by provisioning tools)."""
+    directory = secrets_dir(state_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+    return path
