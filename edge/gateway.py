@@ -377,6 +377,10 @@ class Gateway:
                 log.error("import: refused, nothing changed: %s", exc)
                 raise GatewayError("refused", str(exc)) from None
             index = await asyncio.to_thread(load_index, self.db_path, staged.gen)
+            # The index was built before meta moved: give it the new snapshot's marks.
+            index.cursor = staged.header.cursor
+            generated = staged.header.generated_at
+            index.generated_at = generated.timestamp() if generated else None
             await self.store.write(commit_ops(staged))
             self.index = index  # the swap: one assignment on the loop
             log.info(

@@ -60,7 +60,7 @@ def _timezone(value: object) -> str:
         raise ValueError("not a time zone name")
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # a directory, an overlong name
         raise ValueError(f"unknown time zone {value!r} (expected an IANA name)") from None
     return value
 
@@ -327,8 +327,8 @@ def validate_object(kind: str, data: object, path: str) -> _Doc:
 def _check_range(path: str, start: date | None, end: date | None) -> None:
     if start is None or end is None:
         return
-    if _bound(start, False) > _bound(end, True):
-        raise DocError(path, "ends before it starts")
+    if _bound(start, False) >= _bound(end, True):
+        raise DocError(path, "ends before it starts (the range is empty)")
 
 
 def _bound(value: date, end: bool) -> tuple[int, int, float]:
@@ -419,6 +419,7 @@ class References:
 
     ids: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
     wanted: list[tuple[str, str, str]] = field(default_factory=list)  # (path, kind, id)
+    card_owner: dict[str, str] = field(default_factory=dict)
 
     def want(self, path: str, kind: str, ref: str | None) -> None:
         if ref is not None:
@@ -428,9 +429,26 @@ class References:
         oid = object_id(kind, obj)
         seen = self.ids[kind]
         if oid in seen:
-            raise DocError(f"{path}.id", f"duplicate {kind} id {oid!r}")
+            key = "date" if kind == "holiday" else "id"
+            raise DocError(f"{path}.{key}", f"duplicate {kind} {key} {oid!r}")
+        # Members and guests share one namespace: both are holders of credentials.
+        other = {"member": "guest", "guest": "member"}.get(kind)
+        if other is not None and oid in self.ids[other]:
+            raise DocError(f"{path}.id", f"{oid!r} is already the id of a {other}")
         seen.add(oid)
+        if isinstance(obj, MemberDoc | GuestDoc):
+            self._cards(oid, obj.credentials, f"{path}.credentials")
         self._collect(obj, path)
+
+    def _cards(self, holder: str, creds: list[CredentialDoc], path: str) -> None:
+        """One card belongs to at most one holder (PINs may repeat across holders)."""
+        for i, c in enumerate(creds):
+            if c.type != "card":
+                continue
+            key = c.key()
+            owner = self.card_owner.setdefault(key, holder)
+            if owner != holder:
+                raise DocError(f"{path}[{i}]", f"card {key} also belongs to {owner!r}")
 
     def _grants(self, grants: list[Access], path: str) -> None:
         for i, g in enumerate(grants):
@@ -533,28 +551,25 @@ def _read_small_sections(
     refs: References,
 ) -> SnapshotHeader:
     scalars: dict[str, Any] = {}
+    first_problem: DocError | None = None
     with open_source() as src:
         try:
             for key, value in _top_level_values(src, skip=_BIG_SECTIONS):
                 if key in ("schema", "cursor", "generated_at"):
                     scalars[key] = value
-                elif key == "site":
-                    site_doc = validate_object("site", value, "site")
-                    refs.add("site", site_doc, "site")
-                    scalars["site"] = site_doc
-                elif key in SECTION_KIND:
-                    kind = SECTION_KIND[key]
-                    if not isinstance(value, list):
-                        raise DocError(key, "not an array")
-                    for i, item in enumerate(value):
-                        path = f"{key}[{i}]"
-                        obj = validate_object(kind, item, path)
-                        refs.add(kind, obj, path)
-                        on_object(kind, obj, path)
+                elif first_problem is not None:
+                    continue  # only looking for the schema now
+                try:
+                    _small_section(key, value, on_object, refs, scalars)
+                except DocError as exc:
+                    first_problem = exc
         except ijson.JSONError as exc:
             raise _ijson_error(exc) from None
+    # A document of another schema is reported as such, whatever else is wrong with it.
     if scalars.get("schema") != SCHEMA:
         raise DocError("schema", f"expected {SCHEMA!r}, got {scalars.get('schema')!r}")
+    if first_problem is not None:
+        raise first_problem
     cursor = scalars.get("cursor")
     if not isinstance(cursor, str) or not cursor:
         raise DocError("cursor", "required (a non-empty string)")
@@ -569,6 +584,28 @@ def _read_small_sections(
         raise DocError("site", "required")
     on_object("site", site, "site")
     return SnapshotHeader(cursor=cursor, generated_at=generated_at, site=site)
+
+
+def _small_section(
+    key: str,
+    value: Any,
+    on_object: Callable[[str, _Doc, str], None],
+    refs: References,
+    scalars: dict[str, Any],
+) -> None:
+    if key == "site":
+        site_doc = validate_object("site", value, "site")
+        refs.add("site", site_doc, "site")
+        scalars["site"] = site_doc
+    elif key in SECTION_KIND:
+        kind = SECTION_KIND[key]
+        if not isinstance(value, list):
+            raise DocError(key, "not an array")
+        for i, item in enumerate(value):
+            path = f"{key}[{i}]"
+            obj = validate_object(kind, item, path)
+            refs.add(kind, obj, path)
+            on_object(kind, obj, path)
 
 
 def _top_level_values(src: IO[bytes], skip: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
