@@ -26,6 +26,12 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _maintenance(gateway: Gateway, interval: float = 3600) -> None:
+    while True:
+        await gateway.prune()
+        await asyncio.sleep(interval)
+
+
 async def run(config: Config, state_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -45,9 +51,11 @@ async def run(config: Config, state_dir: Path) -> int:
                 if interval
                 else None
             )
+            maintenance = tasks.create_task(_maintenance(gateway), name="gateway.maintenance")
             await stop.wait()
             log.info("daemon: stopping")
             systemd.notify("STOPPING=1")
+            maintenance.cancel()
             if watchdog is not None:
                 watchdog.cancel()
     finally:

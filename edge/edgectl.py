@@ -238,8 +238,12 @@ def run(args: argparse.Namespace, client: Client) -> int:
         query: dict[str, Any] = {"limit": args.limit}
         if args.type:
             query["type"] = args.type
-        for ev in client.call("events", query):
-            print(json.dumps(ev) if as_json else _event_line(ev))
+        recent = client.call("events", query)
+        if as_json and not args.follow:
+            _print_json(recent)  # one array; with --follow, one JSON object per line
+        else:
+            for ev in recent:
+                print(json.dumps(ev) if as_json else _event_line(ev), flush=True)
         if args.follow:
             client.sock.settimeout(None)
             client.call("events.follow")

@@ -366,6 +366,24 @@ class Gateway:
             ]
         )
 
+    async def prune(self, now: float | None = None) -> int:
+        """Forget delivered events older than the retention; undelivered ones stay."""
+        cutoff = (time.time() if now is None else now) - 86400 * self.config.events.retention_days
+        row = await self.store.fetchone(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered' AND delivered < ?", (cutoff,)
+        )
+        pruned = int(row[0]) if row else 0
+        if pruned:
+            await self.store.write(
+                [("DELETE FROM outbox WHERE state = 'delivered' AND delivered < ?", (cutoff,))]
+            )
+            log.info(
+                "gateway: pruned %d delivered events older than %d days",
+                pruned,
+                self.config.events.retention_days,
+            )
+        return pruned
+
     # --- import -----------------------------------------------------------------
 
     async def import_snapshot(self, path: Path) -> dict[str, Any]:
