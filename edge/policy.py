@@ -12,6 +12,7 @@ The rules are the "Meaning" section of the `edge-sync/1` contract.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -46,6 +47,8 @@ DENY_REASONS = (
     "unknown_door",
     "no_site",
 )
+
+_HMAC_SHAPE = re.compile(r"[0-9a-f]{64}\Z").match
 
 # When several rules deny, the decision names the most fundamental one.
 _DENY_RANK = {
@@ -167,6 +170,8 @@ def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
     if door is None:
         return Decision(False, "unknown_door", p.door, p.at)
     local = datetime.fromtimestamp(p.at, ix.tz)
+    if p.pin_hmac is not None and not _HMAC_SHAPE(p.pin_hmac):
+        p = replace(p, pin_hmac="")  # not a digest we could have made: matches nothing
 
     cred, denial, pin_checked = _identify(ix, st, door, p)
     holder_id = cred.holder if cred else None
@@ -187,6 +192,17 @@ def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
         return _unless_unlocked(ix, st, door, local, p, holder_id, cred_id, reason, details)
 
     if door.mode == "card_and_pin" and not pin_checked:
+        if door_unlocked(ix, st, door, local) is not None:
+            # Held open by its schedule: nobody is asked for a PIN, entitled or not.
+            return Decision(
+                True,
+                "unlocked",
+                door.id,
+                p.at,
+                holder_id,
+                cred_id,
+                {"holder_reason": "pin_required"},
+            )
         # The card alone would be enough for its holder: now ask for the PIN.
         return Decision(
             False,
@@ -315,6 +331,20 @@ Outcome = tuple[bool, str, dict[str, Any], Effects]
 def entitlement(
     ix: SiteIndex, st: RuntimeState, h: Holder, door: Door, at: float, local: datetime
 ) -> Outcome:
+    """Whether this holder may pass this door now, and what that entry would change.
+
+    A guest's first entry of a site-local day is reported for billing, however
+    the guest got in (own grant, booking or day pass).
+    """
+    granted, reason, details, effects = _entitlement(ix, st, h, door, at, local)
+    if granted and h.kind == "guest" and (h.id, local.date()) not in st.guest_days:
+        effects = replace(effects, guest_entry=local.date())
+    return granted, reason, details, effects
+
+
+def _entitlement(
+    ix: SiteIndex, st: RuntimeState, h: Holder, door: Door, at: float, local: datetime
+) -> Outcome:
     """Whether this holder may pass this door now, by the first source that allows it.
 
     Sources in order: plan (inside the contract), company, the holder's own
@@ -330,7 +360,7 @@ def entitlement(
         if h.valid_to is not None and at >= h.valid_to:
             return False, "guest_expired", {}, NO_EFFECTS
         if _grants_open(ix, h.grants, door.id, at, local, denials):
-            return True, "guest", {"host": h.host}, _guest_effects(st, h, local)
+            return True, "guest", {"host": h.host}, NO_EFFECTS
     else:
         if h.kind == "member" and h.plan is not None:
             plan = ix.plans.get(h.plan, ())
@@ -357,8 +387,7 @@ def entitlement(
 
     booking = _booking_access(ix, st, h.id, door.id, at, denials)
     if booking is not None:
-        effects = _guest_effects(st, h, local) if h.kind == "guest" else NO_EFFECTS
-        return True, "booking", {"booking": booking.id}, effects
+        return True, "booking", {"booking": booking.id}, NO_EFFECTS
 
     day_pass = _day_pass(ix, st, h, door.id, at, local, own_billing_ok, denials)
     if day_pass is not None:
@@ -406,13 +435,6 @@ def _billing_details(h: Holder) -> dict[str, Any]:
     if h.billing.grace_until is not None:
         details["grace_until"] = iso_instant(h.billing.grace_until)
     return details
-
-
-def _guest_effects(st: RuntimeState, h: Holder, local: datetime) -> Effects:
-    today = local.date()
-    if (h.id, today) in st.guest_days:
-        return NO_EFFECTS
-    return Effects(guest_entry=today)
 
 
 def _booking_access(

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DAY, at, gateway_config, run_async, started_gateway
 
 from edge.cards import parse_card_spec
 from edge.gateway import Gateway, GatewayError
 from edge.store import GENERATION_TABLES
 from hwsim.sitegen import CastMember, example_site
+from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
 
 Doc = dict[str, Any]
 Table = dict[tuple[str, str, str], tuple[bool, str, str | None]]

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import index_of
 
 from edge.syncdoc import SCHEMA, DocError, SnapshotHeader, read_snapshot_file, validate_object
 from hwsim.sitegen import EXAMPLE_PIN_KEY, pin_hmac
+from tests.conftest import index_of
 
 Doc = dict[str, Any]
 Mutation = Callable[[Any], None]
