@@ -359,8 +359,7 @@ class AdminServer:
             return True
         finally:
             if payload is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    payload.unlink()
+                await asyncio.to_thread(payload.unlink, True)
 
     async def _receive(self, reader: asyncio.StreamReader, size: int) -> Path:
         spool = self.gateway.state_dir / "spool"
@@ -371,12 +370,13 @@ class AdminServer:
             with os.fdopen(fd, "wb") as f:
                 remaining = size
                 while remaining:
-                    chunk = await reader.read(min(remaining, 1 << 16))
+                    chunk = await reader.read(min(remaining, 1 << 20))
                     if not chunk:
                         raise BadRequest(f"payload ended after {size - remaining} of {size} bytes")
-                    f.write(chunk)
+                    # A write can block on the page cache's writeback: not on the loop.
+                    await asyncio.to_thread(f.write, chunk)
                     remaining -= len(chunk)
         except BaseException:
-            path.unlink(missing_ok=True)  # noqa: ASYNC240 - one local unlink, no thread hop needed
+            await asyncio.to_thread(path.unlink, True)
             raise
         return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
 from edge import systemd
@@ -33,6 +34,9 @@ async def _maintenance(gateway: Gateway, interval: float = 3600) -> None:
 
 
 async def run(config: Config, state_dir: Path) -> int:
+    # Worker threads (imports, index loads) hand the interpreter back to the loop
+    # every millisecond instead of every 5: a decision waits at most that long.
+    sys.setswitchinterval(0.001)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,7 @@ from edge.cards import pin_hmac
 from edge.config import Config
 from edge.events import USAGE_TYPES, log_line, make_event
 from edge.importer import ImportRefused, commit_ops, stage_snapshot
-from edge.index import load_index
+from edge.index import dismantle, load_index
 from edge.model import SiteIndex
 from edge.policy import (
     DayPassUse,
@@ -181,7 +181,7 @@ class Gateway:
             await asyncio.shield(durable)
         return decision
 
-    def _apply(self, d: Decision) -> asyncio.Future[None] | None:
+    def _apply(self, d: Decision) -> asyncio.Future[int] | None:
         """Apply a decision's effects in memory at once and queue their records."""
         st, e = self.state, d.effects
         ops: list[SqlOp] = []
@@ -310,10 +310,10 @@ class Gateway:
             **fields,
         )
 
-    def _emit(self, type_: str, at: float, **fields: Any) -> asyncio.Future[None]:
+    def _emit(self, type_: str, at: float, **fields: Any) -> asyncio.Future[int]:
         return self._record([self._event(type_, at, **fields)], [])
 
-    def _record(self, events: list[dict[str, Any]], ops: list[SqlOp]) -> asyncio.Future[None]:
+    def _record(self, events: list[dict[str, Any]], ops: list[SqlOp]) -> asyncio.Future[int]:
         now = time.time()
         for ev in events:
             ops.append(
@@ -394,18 +394,21 @@ class Gateway:
             except ImportRefused as exc:
                 log.error("import: refused, nothing changed: %s", exc)
                 raise GatewayError("refused", str(exc)) from None
+            log.debug("import: staged in %.2f s; loading the index", staged.seconds)
             index = await asyncio.to_thread(load_index, self.db_path, staged.gen)
             # The index was built before meta moved: give it the new snapshot's marks.
-            index.cursor = staged.header.cursor
-            generated = staged.header.generated_at
-            index.generated_at = generated.timestamp() if generated else None
+            index.cursor = staged.cursor
+            index.generated_at = staged.generated_at.timestamp() if staged.generated_at else None
             await self.store.write(commit_ops(staged))
-            self.index = index  # the swap: one assignment on the loop
+            old_index, self.index = self.index, index  # the swap: one assignment on the loop
+            box = [old_index]
+            del old_index, index
+            await asyncio.to_thread(dismantle, box)
             log.info(
                 "import: generation %d is current (cursor %s): %d members, %d guests, "
                 "%d credentials in %.1f s",
                 staged.gen,
-                staged.header.cursor,
+                staged.cursor,
                 staged.members,
                 staged.guests,
                 staged.credentials,
@@ -419,7 +422,7 @@ class Gateway:
                 task.add_done_callback(self._cleanup.discard)
             return {
                 "generation": staged.gen,
-                "cursor": staged.header.cursor,
+                "cursor": staged.cursor,
                 "members": staged.members,
                 "guests": staged.guests,
                 "credentials": staged.credentials,

@@ -67,9 +67,12 @@ class Company:
     credits: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen __init__ costs ~2x, and there are 100,000s
 class Holder:
-    """A member, a nonmember or a guest: someone who can hold credentials."""
+    """A member, a nonmember or a guest: someone who can hold credentials.
+
+    Treated as immutable: a change replaces the whole holder.
+    """
 
     id: str
     kind: HolderKind
@@ -88,7 +91,7 @@ class Holder:
     valid_to: float | None = None  # guests
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, for the same reason as Holder; never mutated
 class Credential:
     id: str
     holder: str

@@ -132,7 +132,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 @dataclass
 class _Batch:
     ops: list[SqlOp]
-    future: asyncio.Future[None]
+    future: asyncio.Future[int]  # resolves to the number of rows changed
 
 
 class Store:
@@ -182,22 +182,23 @@ class Store:
 
     # --- writing -----------------------------------------------------------
 
-    def submit(self, ops: Iterable[SqlOp]) -> asyncio.Future[None]:
-        """Queue statements to commit together; the future resolves once durable.
+    def submit(self, ops: Iterable[SqlOp]) -> asyncio.Future[int]:
+        """Queue statements to commit together; the future resolves once durable,
+        to the number of rows they changed.
 
         A caller that does not need to wait may drop the future: failures are
         logged here either way.
         """
         if self._closing or self._wake is None:
             raise RuntimeError("store is closing")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failure)
         self._queue.append(_Batch(list(ops), future))
         self._wake.set()
         return future
 
-    async def write(self, ops: Iterable[SqlOp]) -> None:
-        await asyncio.shield(self.submit(ops))
+    async def write(self, ops: Iterable[SqlOp]) -> int:
+        return await asyncio.shield(self.submit(ops))
 
     async def _write_loop(self) -> None:
         assert self._wake is not None
@@ -213,6 +214,7 @@ class Store:
     async def _commit(self, batches: list[_Batch]) -> None:
         db = self.db
         failed: dict[int, BaseException] = {}
+        changed = [0] * len(batches)
         try:
             await db.execute("BEGIN IMMEDIATE")
             for i, batch in enumerate(batches):
@@ -221,9 +223,11 @@ class Store:
                 try:
                     for sql, params in batch.ops:
                         if isinstance(params, Many):
-                            await db.executemany(sql, params)
+                            cursor = await db.executemany(sql, params)
                         else:
-                            await db.execute(sql, params)
+                            cursor = await db.execute(sql, params)
+                        # rowcount is the cursor's own field: reading it takes no lock.
+                        changed[i] += max(cursor.rowcount, 0)
                 except sqlite3.Error as exc:
                     failed[i] = exc
                     await db.execute("ROLLBACK TO batch")
@@ -244,7 +248,7 @@ class Store:
             if i in failed:
                 batch.future.set_exception(failed[i])
             else:
-                batch.future.set_result(None)
+                batch.future.set_result(changed[i])
 
     # --- reading -----------------------------------------------------------
 
@@ -286,9 +290,10 @@ class Store:
                 "grants": "holder, seq",
                 "day_passes": "holder, id",
             }[table]
+            # Never touch the connection from the loop (db.total_changes and the
+            # like take its mutex and wait for the writer's fsync): count via the write.
             while True:
-                before = self.db.total_changes
-                await self.write(
+                deleted = await self.write(
                     [
                         (
                             f"DELETE FROM {table} WHERE gen = ? AND ({key}) IN "  # noqa: S608
@@ -297,11 +302,11 @@ class Store:
                         )
                     ]
                 )
-                if self.db.total_changes - before < batch:
+                if deleted < batch:
                     break
 
 
-def _log_failure(future: asyncio.Future[None]) -> None:
+def _log_failure(future: asyncio.Future[int]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("store: write failed: %s", future.exception())
 

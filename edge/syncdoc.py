@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
+from edge.release import release_gradually
 from edge.schedule import parse_days
 from edge.timeutil import parse_date, parse_date_or_instant, parse_instant, parse_time_of_day
 
@@ -148,7 +149,7 @@ class AccessGroupDoc(_Doc):
 class PlanDoc(_Doc):
     id: Id
     name: StrictStr = ""
-    access: list[Access] = []
+    access: list[Access] = Field(default_factory=list)
 
 
 class Billing(_Doc):
@@ -160,7 +161,7 @@ class CompanyDoc(_Doc):
     id: Id
     name: StrictStr = ""
     billing: Billing
-    access: list[Access] = []
+    access: list[Access] = Field(default_factory=list)
     day_passes: Count = 0
     credits: Count = 0
 
@@ -215,9 +216,9 @@ class MemberDoc(_Doc):
     plan: Id | None = None
     contract: Contract = Contract()
     billing: Billing
-    access: list[Access] = []
-    credentials: list[CredentialDoc] = []
-    day_passes: list[DayPassDoc] = []
+    access: list[Access] = Field(default_factory=list)
+    credentials: list[CredentialDoc] = Field(default_factory=list)
+    day_passes: list[DayPassDoc] = Field(default_factory=list)
     day_pass_balance: Count = 0
     credits: Count = 0
 
@@ -228,9 +229,9 @@ class GuestDoc(_Doc):
     host: Id
     valid_from: Instant
     valid_to: Instant
-    access: list[Access] = []
-    credentials: list[CredentialDoc] = []
-    day_passes: list[DayPassDoc] = []
+    access: list[Access] = Field(default_factory=list)
+    credentials: list[CredentialDoc] = Field(default_factory=list)
+    day_passes: list[DayPassDoc] = Field(default_factory=list)
 
 
 class RoomDoc(_Doc):
@@ -247,7 +248,7 @@ class BookingDoc(_Doc):
     id: Id
     room: Id
     member: Id
-    attendees: list[Id] = []
+    attendees: list[Id] = Field(default_factory=list)
     start: Instant
     end: Instant
     status: Literal["confirmed", "checked_in", "cancelled", "released"]
@@ -259,7 +260,7 @@ class SiteDoc(_Doc):
     id: Id
     name: StrictStr = ""
     timezone: TimeZoneName
-    day_pass_access: list[Access] = []
+    day_pass_access: list[Access] = Field(default_factory=list)
 
 
 # Every kind the contract names, in the order a snapshot is applied, with the
@@ -517,7 +518,7 @@ def _ijson_error(exc: Exception) -> DocError:
 
 
 def read_snapshot(
-    open_source: Callable[[], IO[bytes]],
+    open_source: Callable[[], _Yielding],
     on_object: Callable[[str, _Doc, str], None],
 ) -> SnapshotHeader:
     """Validate a snapshot while it streams, handing each object to `on_object`.
@@ -534,7 +535,10 @@ def read_snapshot(
         kind = SECTION_KIND[section]
         with open_source() as src:
             try:
-                for i, item in enumerate(ijson.items(src, f"{section}.item", use_float=True)):
+                items = ijson.items(
+                    src, f"{section}.item", use_float=True, buf_size=_Yielding.CHUNK
+                )
+                for i, item in enumerate(items):
                     path = f"{section}[{i}]"
                     obj = validate_object(kind, item, path)
                     refs.add(kind, obj, path)
@@ -542,11 +546,12 @@ def read_snapshot(
             except ijson.JSONError as exc:
                 raise _ijson_error(exc) from None
     refs.check()
+    release_gradually(refs.card_owner, refs.wanted, *refs.ids.values())
     return header
 
 
 def _read_small_sections(
-    open_source: Callable[[], IO[bytes]],
+    open_source: Callable[[], _Yielding],
     on_object: Callable[[str, _Doc, str], None],
     refs: References,
 ) -> SnapshotHeader:
@@ -608,13 +613,13 @@ def _small_section(
             on_object(kind, obj, path)
 
 
-def _top_level_values(src: IO[bytes], skip: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+def _top_level_values(src: _Yielding, skip: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
     """(key, value) of the document's top-level object, but for the skipped keys.
 
     Walks ijson's event stream: the skipped arrays cost one comparison per
     event, the rest is built with ijson's own ObjectBuilder.
     """
-    events = ijson.parse(src, use_float=True)
+    events = ijson.parse(src, use_float=True, buf_size=_Yielding.CHUNK)
     first = next(events, None)
     if first is None or first[1] != "start_map":
         raise DocError("(document)", "not a JSON object")
@@ -650,5 +655,31 @@ def _top_level_values(src: IO[bytes], skip: tuple[str, ...]) -> Iterator[tuple[s
         yield key, builder.value
 
 
+class _Yielding:
+    """A file whose reads run Python bytecode, so its reader can be preempted.
+
+    ijson's C backend parses a whole pass without returning to Python when no
+    item matches (the guests pass over 100,000 members, say). It releases the
+    interpreter around the OS read, but such a voluntary release is not the
+    forced switch CPython grants a waiting thread at a bytecode boundary, so
+    the event loop could wait tens of milliseconds. A Python-level `read`
+    every 16 KB is such a boundary.
+    """
+
+    CHUNK = 16 * 1024
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(self.CHUNK if n < 0 else min(n, self.CHUNK))
+
+    def __enter__(self) -> _Yielding:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+
 def read_snapshot_file(path: str, on_object: Callable[[str, _Doc, str], None]) -> SnapshotHeader:
-    return read_snapshot(lambda: open(path, "rb"), on_object)
+    return read_snapshot(lambda: _Yielding(open(path, "rb")), on_object)
