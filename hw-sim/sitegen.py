@@ -421,18 +421,15 @@ def write_large_site(
             if roll < 0.97
             else {"status": "suspended"}
         )
+        start = day - timedelta(days=rng.randrange(1, 900))
+        end = start + timedelta(days=rng.randrange(30, 1200)) if rng.random() < 0.2 else None
         member: dict[str, Any] = {
             "id": f"m-{i}",
             "name": f"Member {i}",
             "kind": "member",
             "company": f"co-{rng.randrange(200)}" if rng.random() < 0.3 else None,
             "plan": "resident" if rng.random() < 0.4 else "hot-desk",
-            "contract": {
-                "start": (day - timedelta(days=rng.randrange(1, 900))).isoformat(),
-                "end": (day + timedelta(days=rng.randrange(-30, 400))).isoformat()
-                if rng.random() < 0.2
-                else None,
-            },
+            "contract": {"start": start.isoformat(), "end": end and end.isoformat()},
             "billing": billing,
             "credentials": creds,
             "day_pass_balance": rng.randrange(3),
