@@ -162,11 +162,18 @@ async def _member_show(server: AdminServer, call: Call) -> Any:
     return await server.gateway.member_show(_param(call, "id", str), at)
 
 
-@method("events", False, "recent events, oldest first")
-async def _events(server: AdminServer, call: Call) -> Any:
-    limit = _param(call, "limit", int, required=False) or 50
+def _limit(call: Call) -> int:
+    limit = _param(call, "limit", int, required=False)
+    if limit is None:
+        return 50
     if not 1 <= limit <= 10_000:
         raise BadRequest("params.limit: between 1 and 10000")
+    return int(limit)
+
+
+@method("events", False, "recent events, oldest first")
+async def _events(server: AdminServer, call: Call) -> Any:
+    limit = _limit(call)
     return await server.gateway.recent_events(limit, _param(call, "type", str, required=False))
 
 
@@ -205,7 +212,7 @@ async def _unlock(server: AdminServer, call: Call) -> Any:
 
 @method("audit", False, "the admin audit log, newest last")
 async def _audit(server: AdminServer, call: Call) -> Any:
-    limit = _param(call, "limit", int, required=False) or 50
+    limit = _limit(call)
     rows = await server.gateway.store.fetchall(
         "SELECT seq, at, uid, pid, method, params, outcome FROM audit ORDER BY seq DESC LIMIT ?",
         (limit,),
@@ -272,8 +279,9 @@ class AdminServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._clients.add(task)
         actor = _peer(writer)
+        task.set_name(f"admin.client[pid {actor.pid}]")
+        self._clients.add(task)
         try:
             while True:
                 try:
@@ -329,16 +337,18 @@ class AdminServer:
                     "unknown_method", f"unknown method {name!r} (list_methods names them)"
                 )
             handler, changes, _ = METHODS[name]
+            # A dry run with a PIN tells whether the PIN is right: the audit log says who asked.
+            audited = changes or (name == "decide" and "pin" in params)
             call = Call(params, actor, payload, writer, request_id)
             try:
                 result = await handler(self, call)
             except GatewayError as exc:
-                if changes:
+                if audited:
                     await self.gateway.audit(
                         actor, name, _audit_params(name, params), f"refused: {exc}"
                     )
                 raise
-            if changes:
+            if audited:
                 await self.gateway.audit(actor, name, _audit_params(name, params), "ok")
             if name != "events.follow":
                 await _send(writer, {"id": request_id, "result": result})

@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-gateway")
 
@@ -31,21 +39,24 @@ class _Section(BaseModel):
 _ID = re.compile(r"[^\x00-\x1f]{1,64}\Z")
 
 
+def _identifier(v: str) -> str:
+    if not _ID.match(v):
+        raise ValueError("must be a non-empty identifier of at most 64 characters")
+    return v
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
 class SiteConfig(_Section):
     """The site this gateway serves; a snapshot of another site is refused."""
 
-    id: str
-
-    @field_validator("id")
-    @classmethod
-    def _identifier(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError("must be a non-empty identifier of at most 64 characters")
-        return v
+    id: Identifier
 
 
 class GatewayConfig(_Section):
-    id: str = "gw-1"
+    id: Identifier = "gw-1"
+
     # Default: $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/edge-gateway.
     state_dir: Path | None = None
 
@@ -77,6 +88,15 @@ class EventsConfig(_Section):
 class DoorsConfig(_Section):
     admin_unlock_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
     max_unlock_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> DoorsConfig:
+        if self.admin_unlock_seconds > self.max_unlock_seconds:
+            raise ValueError(
+                f"admin_unlock_seconds ({self.admin_unlock_seconds}) is above "
+                f"max_unlock_seconds ({self.max_unlock_seconds})"
+            )
+        return self
 
 
 class Config(_Section):

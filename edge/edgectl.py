@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import DEFAULT_STATE_DIR
+from edge.config import DEFAULT_STATE_DIR, ConfigError, load_config
 from edge.events import log_line
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -87,6 +87,11 @@ class Client:
 def _socket_path(args: argparse.Namespace) -> Path:
     if getattr(args, "socket", None):
         return Path(args.socket)
+    if getattr(args, "config", None):
+        config = load_config(Path(args.config))
+        return config.admin_socket(
+            config.state_dir(getattr(args, "state_dir", None) and Path(args.state_dir))
+        )
     state_dir = getattr(args, "state_dir", None) or os.environ.get("EDGE_STATE_DIR")
     return Path(state_dir or DEFAULT_STATE_DIR) / "admin.sock"
 
@@ -158,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the gateway's state directory (its admin.sock is used)",
     )
     common.add_argument("--socket", default=argparse.SUPPRESS, help="the admin socket")
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="the gateway's config file (its admin socket is used)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="edgectl", parents=[common], description="Operate a running edge gateway."
@@ -284,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         client = Client(_socket_path(args))
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
     except Unreachable as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -291,10 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, client)
     except RemoteError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
-        return EXIT_USAGE if exc.code == "bad_request" else EXIT_DENIED
+        # A wrong argument (bad value, unknown door or member) is the caller's to fix.
+        return EXIT_USAGE if exc.code in ("bad_request", "not_found") else EXIT_DENIED
     except Unreachable as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except TimeoutError:
+        print(f"edgectl: the gateway at {client.path} did not answer in time", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:  # e.g. `edgectl events | head`
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
     finally:

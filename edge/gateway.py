@@ -479,9 +479,10 @@ class Gateway:
             ],
             ops,
         )
-        for door in targets:
-            if on and door in self.unlocked_until:
-                self._relock_now(door)
+        if on:  # a lockdown ends every admin unlock it covers, at once
+            for door in list(self.unlocked_until):
+                if self.state.in_lockdown(door):
+                    self._relock_now(door)
         log.warning(
             "lockdown %s for %s by %s",
             "ON" if on else "off",

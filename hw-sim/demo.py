@@ -19,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from edge.secrets import write_secret
-from hwsim.sitegen import EXAMPLE_PIN_KEY, SITE_ID, example_site, reference_monday
+from hwsim.sitegen import EXAMPLE_PIN_KEY, SITE_ID, TIMEZONE, example_site, reference_monday
 
 CONFIG = f"""\
 [site]
@@ -143,8 +145,14 @@ def _wait_ready(demo: Demo, daemon: subprocess.Popen[bytes]) -> bool:
     return False
 
 
+def _at(day: date, hhmm: str) -> str:
+    """An instant at a local time of the site's day, with the offset it has then."""
+    h, m = (int(x) for x in hhmm.split(":"))
+    return datetime.combine(day, dtime(h, m), tzinfo=ZoneInfo(TIMEZONE)).isoformat()
+
+
 def _script(demo: Demo, snapshot: Path, day: date) -> None:
-    ten = f"{day}T10:00:00+01:00"
+    ten = _at(day, "10:00")
     print("\n== Import the cloud's snapshot, then look at the gateway")
     demo.ctl("import", str(snapshot))
     demo.ctl("status")
@@ -179,8 +187,8 @@ def _script(demo: Demo, snapshot: Path, day: date) -> None:
         f"\n== At 20:00 day passes no longer open the front door; at {day}T12:30 the "
         "front door's lunch unlock schedule waits for the first person in"
     )
-    demo.ctl("decide", "--door", "front", "--card", "raw:0a0b0c0d", "--at", f"{day}T20:00:00+01:00")
-    demo.ctl("decide", "--door", "front", "--card", "H10301:99:99", "--at", f"{day}T12:30:00+01:00")
+    demo.ctl("decide", "--door", "front", "--card", "raw:0a0b0c0d", "--at", _at(day, "20:00"))
+    demo.ctl("decide", "--door", "front", "--card", "H10301:99:99", "--at", _at(day, "12:30"))
 
     print("\n== Why: a member's entitlements at 10:00")
     demo.ctl("member", "show", "m-1001", "--at", ten)

@@ -54,6 +54,11 @@ def test_example_config_documents_every_option() -> None:
             "cfg.toml: log.timestamps: Input should be a valid boolean",
         ),
         ('[site\nid = "m"\n', "cfg.toml: "),
+        (
+            '[site]\nid = "m"\n[doors]\nadmin_unlock_seconds = 600\nmax_unlock_seconds = 60\n',
+            "cfg.toml: doors: admin_unlock_seconds (600) is above max_unlock_seconds (60)",
+        ),
+        ('[site]\nid = "m"\n[gateway]\nid = ""\n', "cfg.toml: gateway.id: must be a non-empty"),
     ],
     ids=[
         "missing-site",
@@ -67,6 +72,8 @@ def test_example_config_documents_every_option() -> None:
         "bad-mode",
         "bool-as-string",
         "toml-syntax",
+        "unlock-above-limit",
+        "empty-gateway-id",
     ],
 )
 def test_bad_config_names_the_key(text: str, expected: str) -> None:

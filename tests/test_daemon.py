@@ -148,7 +148,7 @@ def test_member_show_explains(daemon: Any) -> None:
     assert [c["id"] for c in m["credentials"]] == ["m-1001-card", "m-1001-pin"]
     assert all("pin_hmac" not in json.dumps(c) for c in m["credentials"])
     r = daemon.ctl("member", "show", "nobody", check=False)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "no member or guest 'nobody'" in r.stderr
 
 
@@ -163,7 +163,7 @@ def test_lockdown_site_and_doors_audited_with_uid(daemon: Any) -> None:
     daemon.ctl("lockdown", "off")
     assert daemon.ctl("decide", "--door", "front", *card, check=False).returncode == 0
     r = daemon.ctl("lockdown", "on", "no-such-door", check=False)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "unknown door(s) no-such-door" in r.stderr
     audit = daemon.ctl_json("audit")
     assert [a["method"] for a in audit[-4:]] == ["lockdown"] * 4
@@ -343,3 +343,44 @@ def test_example_config_runs_as_is(daemon_factory: Any) -> None:
     r = d.ctl("decide", "--door", "front", "--card", "H10301:12:3456", "--json", check=False)
     assert json.loads(r.stdout)["reason"] == "no_site"
     assert d.stop() == 0
+
+
+def test_site_lockdown_ends_admin_unlocks(daemon: Any) -> None:
+    daemon.ctl("door", "unlock", "office-12", "--seconds", "600")
+    daemon.ctl("lockdown", "on")
+    daemon.ctl("lockdown", "off")
+    states = {d["id"]: d["state"] for d in daemon.ctl_json("status")["doors"]}
+    assert states["office-12"] == "locked"
+    types = [e["type"] for e in daemon.ctl_json("events", "--type", "door.")]
+    assert types[-2:] == ["door.unlocked", "door.locked"]
+
+
+def test_dry_run_with_a_pin_is_audited_and_masked(daemon: Any) -> None:
+    daemon.ctl("decide", "--door", "front", "--pin", "1111", "--at", TEN)
+    daemon.ctl("decide", "--door", "front", "--card", "H10306:1000:50001")
+    audit = daemon.ctl_json("audit")
+    assert [a["method"] for a in audit] == ["import", "decide"]
+    assert audit[-1]["params"]["pin"] == "***"
+    assert "1111" not in json.dumps(audit)
+
+
+def test_edgectl_finds_the_socket_through_the_config(daemon: Any) -> None:
+    config = daemon.state_dir.parent / "with-socket.toml"
+    config.write_text(f'[site]\nid = "mitte"\n[gateway]\nstate_dir = "{daemon.state_dir}"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.edgectl", "--config", str(config), "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ready"] is True
+    config.write_text("[site]\nid = 3\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.edgectl", "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "site.id" in r.stderr
