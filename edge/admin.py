@@ -74,6 +74,16 @@ def _param(call: Call, name: str, kind: type, required: bool = True) -> Any:
     return value
 
 
+def _instant_param(call: Call, name: str) -> float | None:
+    text = _param(call, name, str, required=False)
+    if text is None:
+        return None
+    try:
+        return parse_instant(text).timestamp()
+    except ValueError as exc:
+        raise BadRequest(f"params.{name}: {exc}") from None
+
+
 def decision_dict(gw: Gateway, d: Decision) -> dict[str, Any]:
     return {
         "granted": d.granted,
@@ -95,7 +105,6 @@ def _presentation_params(
     door = _param(call, "door", str)
     card = _param(call, "card", str, required=False)
     pin = _param(call, "pin", str, required=False)
-    at_text = _param(call, "at", str, required=False)
     if card is None and pin is None:
         raise BadRequest("give a card, a PIN, or both")
     try:
@@ -104,13 +113,7 @@ def _presentation_params(
         raise BadRequest(f"params.card: {exc}") from None
     if pin is not None and (not pin.isdigit() or not pin.isascii() or len(pin) > 16):
         raise BadRequest("params.pin: a PIN is 1 to 16 digits")
-    at = None
-    if at_text is not None:
-        try:
-            at = parse_instant(at_text).timestamp()
-        except ValueError as exc:
-            raise BadRequest(f"params.at: {exc}") from None
-    return door, cards, pin, at
+    return door, cards, pin, _instant_param(call, "at")
 
 
 @method("list_methods", False, "the methods of this socket")
@@ -152,14 +155,7 @@ async def _import(server: AdminServer, call: Call) -> Any:
 
 @method("member.show", False, "a member's or guest's entitlements and why")
 async def _member_show(server: AdminServer, call: Call) -> Any:
-    at_text = _param(call, "at", str, required=False)
-    at = None
-    if at_text is not None:
-        try:
-            at = parse_instant(at_text).timestamp()
-        except ValueError as exc:
-            raise BadRequest(f"params.at: {exc}") from None
-    return await server.gateway.member_show(_param(call, "id", str), at)
+    return await server.gateway.member_show(_param(call, "id", str), _instant_param(call, "at"))
 
 
 def _limit(call: Call) -> int:
