@@ -1,0 +1,98 @@
+"""A simulated Wiegand reader: frames to D0/D1 falling edges with real timing.
+
+Readers pull a line low for about 50 µs per bit and send a bit every 1-2 ms.
+`edges` turns a frame into timestamped edges with optional jitter, noise
+edges and flipped bits; `SimEdgeSource` delivers them to a driver in real
+time, as the kernel would deliver them from GPIO, through the same
+`EdgeSource` interface as `drivers.wiegand.GpiodEdgeSource`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from drivers.wiegand import Edge, Frame
+
+PULSE_NS = 50_000
+INTERVAL_NS = 2_000_000  # from one bit's falling edge to the next
+
+
+def edges(
+    frame: Frame,
+    start_ns: int,
+    *,
+    interval_ns: int = INTERVAL_NS,
+    jitter_ns: int = 0,
+    noise: int = 0,
+    flip: int = 0,
+    rng: random.Random | None = None,
+) -> list[Edge]:
+    """The falling edges of one frame.
+
+    `jitter_ns` moves each bit by up to that much; `noise` adds that many
+    glitch edges right after random bits (a few µs later, on either line);
+    `flip` inverts that many random bits (the line the bit arrives on).
+    """
+    rng = rng or random.Random(0)
+    flipped = set(rng.sample(range(frame.length), flip)) if flip else set()
+    out: list[Edge] = []
+    for t in range(frame.length):
+        bit = frame.bit(t) ^ (1 if t in flipped else 0)
+        at = start_ns + t * interval_ns + (rng.randint(-jitter_ns, jitter_ns) if jitter_ns else 0)
+        out.append(Edge(1 if bit else 0, max(at, start_ns)))
+    for _ in range(noise):
+        after = rng.randrange(len(out))
+        out.append(Edge(rng.choice((0, 1)), out[after].ns + rng.randint(1_000, 20_000)))
+    out.sort(key=lambda e: e.ns)
+    return out
+
+
+def wire_ns(frame: Frame, interval_ns: int = INTERVAL_NS) -> int:
+    """How long the frame takes on the wire (first edge to last pulse's end)."""
+    return (frame.length - 1) * interval_ns + PULSE_NS
+
+
+class SimEdgeSource:
+    """An `EdgeSource` fed by the simulator, in real time on the event loop."""
+
+    def __init__(self) -> None:
+        self._on_edges: Callable[[list[Edge]], None] | None = None
+
+    async def start(self, on_edges: Callable[[list[Edge]], None]) -> None:
+        self._on_edges = on_edges
+
+    async def stop(self) -> None:
+        self._on_edges = None
+
+    async def send(
+        self,
+        frame: Frame,
+        *,
+        interval_ns: int = INTERVAL_NS,
+        jitter_ns: int = 0,
+        noise: int = 0,
+        flip: int = 0,
+        rng: random.Random | None = None,
+    ) -> int:
+        """Send one frame bit by bit; returns the last edge's timestamp."""
+        if self._on_edges is None:
+            raise RuntimeError("the source is not started")
+        start = time.monotonic_ns()
+        stream = edges(
+            frame,
+            start,
+            interval_ns=interval_ns,
+            jitter_ns=jitter_ns,
+            noise=noise,
+            flip=flip,
+            rng=rng,
+        )
+        for edge in stream:
+            delay = (edge.ns - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._on_edges([edge])
+        return stream[-1].ns
