@@ -18,7 +18,12 @@ Nothing here grants anything: a frame that is not exactly right is an error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -342,3 +347,165 @@ class GpiodEdgeSource:
             asyncio.get_running_loop().remove_reader(self._request.fd)
             self._request.release()
             self._request = None
+
+
+class SocketEdgeSource:
+    """Edges from a Unix datagram socket: how the simulated site feeds a daemon.
+
+    Each datagram holds edges as (line: u8, ns: u64) records, timestamped by
+    the sender as the kernel would (CLOCK_MONOTONIC). The gateway binds the
+    socket; `hwsim.wiegand.SocketEdgeSender` sends to it.
+    """
+
+    RECORD = struct.Struct("<BQ")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+
+    async def start(self, on_edges: Callable[[list[Edge]], None]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(self.path)
+        sock.setblocking(False)
+        self._sock = sock
+
+        def readable() -> None:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    return
+                size = self.RECORD.size
+                batch = [
+                    Edge(1 if line else 0, ns)
+                    for line, ns in (
+                        self.RECORD.unpack_from(data, i)
+                        for i in range(0, len(data) - size + 1, size)
+                    )
+                ]
+                if batch:
+                    on_edges(batch)
+
+        asyncio.get_running_loop().add_reader(sock.fileno(), readable)
+
+    async def stop(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+# --- the reader --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a person presented at a reader: a card (its lookup keys) or a PIN."""
+
+    reader: str
+    cards: tuple[str, ...] = ()
+    pin: str | None = None
+    card: CardRead | None = None
+
+
+class Indicator(Protocol):
+    """The reader's LED and beeper lines, or a simulator's record of them."""
+
+    async def show(self, granted: bool) -> None: ...
+
+
+class WiegandReader:
+    """One Wiegand reader: edges in, card reads and PINs out.
+
+    Refused frames (wrong length, bad parity, noise, too long) are counted
+    per problem and logged, and never reach the decision.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: EdgeSource,
+        on_presented: Callable[[Presented], None],
+        *,
+        gap_ns: int = 25_000_000,
+        raw_lengths: frozenset[int] = frozenset(),
+        pin_timeout_ns: int = 5_000_000_000,
+        indicator: Indicator | None = None,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.on_presented = on_presented
+        self.assembler = FrameAssembler(gap_ns=gap_ns)
+        self.raw_lengths = raw_lengths
+        self.pin = PinEntry(timeout_ns=pin_timeout_ns)
+        self.indicator = indicator
+        self.frames = 0
+        self.refused: dict[str, int] = {}
+        self.last_problem: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        await self.source.start(self._edges)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.source.stop()
+
+    async def feedback(self, granted: bool) -> None:
+        if self.indicator is not None:
+            await self.indicator.show(granted)
+
+    def _edges(self, batch: list[Edge]) -> None:
+        for edge in batch:
+            done = self.assembler.feed(edge)
+            if done is not None:
+                self._frame(done)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Wake up when the line has been quiet long enough to end the frame."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = self.assembler.due_ns()
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            # The loop's clock is CLOCK_MONOTONIC too: kernel timestamps compare directly.
+            self._timer = loop.call_at(due / 1e9 + 0.0005, self._quiet)
+
+    def _quiet(self) -> None:
+        self._timer = None
+        done = self.assembler.poll(time.monotonic_ns())
+        if done is not None:
+            self._frame(done)
+        else:
+            self._arm()
+
+    def _frame(self, frame: Frame | FrameError) -> None:
+        if isinstance(frame, FrameError):
+            self._refuse(frame)
+            return
+        self.frames += 1
+        try:
+            if frame.length in (4, 8):
+                key = decode_key(frame)
+                pin = self.pin.key(key, time.monotonic_ns())
+                if pin is not None:
+                    self.on_presented(Presented(self.name, pin=pin))
+                return
+            card = decode_card(frame, self.raw_lengths)
+        except FrameError as exc:
+            self._refuse(exc)
+            return
+        self.on_presented(Presented(self.name, cards=card.keys(), card=card))
+
+    def _refuse(self, exc: FrameError) -> None:
+        self.refused[exc.problem] = self.refused.get(exc.problem, 0) + 1
+        self.last_problem = str(exc)
+        log.warning("%s: frame refused: %s", self.name, exc)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import Callable
+from typing import Literal
 
-from drivers.wiegand import Edge, Frame
+from drivers.wiegand import Edge, Frame, SocketEdgeSource, encode_key
 
 PULSE_NS = 50_000
 INTERVAL_NS = 2_000_000  # from one bit's falling edge to the next
@@ -96,3 +98,47 @@ class SimEdgeSource:
                 await asyncio.sleep(delay)
             self._on_edges([edge])
         return stream[-1].ns
+
+
+class SocketEdgeSender:
+    """Sends a simulated reader's edges to a daemon's `SocketEdgeSource`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    async def send(
+        self,
+        frame: Frame,
+        *,
+        interval_ns: int = INTERVAL_NS,
+        jitter_ns: int = 0,
+        noise: int = 0,
+        flip: int = 0,
+        rng: random.Random | None = None,
+    ) -> int:
+        """Send a frame in real time, one datagram per edge; returns the last timestamp."""
+        start = time.monotonic_ns()
+        stream = edges(
+            frame,
+            start,
+            interval_ns=interval_ns,
+            jitter_ns=jitter_ns,
+            noise=noise,
+            flip=flip,
+            rng=rng,
+        )
+        for edge in stream:
+            delay = (edge.ns - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._sock.sendto(SocketEdgeSource.RECORD.pack(edge.line, edge.ns), self.path)
+        return stream[-1].ns
+
+    async def send_keys(self, keys: str, bits: Literal[4, 8] = 4) -> None:
+        for key in keys:
+            await self.send(encode_key(key, bits))
+            await asyncio.sleep(0.05)

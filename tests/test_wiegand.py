@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,12 +18,15 @@ from drivers.wiegand import (
     FrameAssembler,
     FrameError,
     PinEntry,
+    Presented,
+    SocketEdgeSource,
+    WiegandReader,
     decode_card,
     decode_key,
     encode_card,
     encode_key,
 )
-from hwsim.wiegand import SimEdgeSource, edges
+from hwsim.wiegand import SimEdgeSource, SocketEdgeSender, edges
 from tests.conftest import run_async
 
 FIELDS = {"H10301": (8, 16), "H10306": (16, 16), "C1000": (12, 20), "H10304": (16, 19)}
@@ -263,3 +268,63 @@ def test_sim_source_delivers_in_real_time() -> None:
     assert isinstance(frame, Frame)
     read = decode_card(frame)
     assert read.keys()[0] == "C1000:100:70001"
+
+
+def _reader_scenario(tmp_path: Path, script: Any) -> tuple[list[Presented], WiegandReader]:
+    got: list[Presented] = []
+    path = str(tmp_path / "edges.sock")
+
+    async def run() -> WiegandReader:
+        reader = WiegandReader(
+            "front-in",
+            SocketEdgeSource(path),
+            got.append,
+            gap_ns=10_000_000,
+            raw_lengths=frozenset({32}),
+        )
+        await reader.start()
+        sender = SocketEdgeSender(path)
+        try:
+            await script(sender)
+            await asyncio.sleep(0.05)  # longer than the gap: the last frame ends
+        finally:
+            sender.close()
+            await reader.stop()
+        return reader
+
+    reader = run_async(run())
+    return got, reader
+
+
+def test_reader_reads_cards_and_pins_through_the_socket(tmp_path: Path) -> None:
+    async def script(sender: SocketEdgeSender) -> None:
+        await sender.send(encode_card("H10301", 12, 3456), interval_ns=1_000_000)
+        await asyncio.sleep(0.03)
+        await sender.send(Frame(0x0A0B0C0D, 32), interval_ns=1_000_000)
+        await asyncio.sleep(0.03)
+        await sender.send_keys("1234#", bits=8)
+
+    got, reader = _reader_scenario(tmp_path, script)
+    assert [(p.cards, p.pin) for p in got] == [
+        (("H10301:12:3456", "raw:0181b01"), None),
+        (("raw:0a0b0c0d",), None),
+        ((), "1234"),
+    ]
+    assert reader.refused == {}
+
+
+def test_reader_refuses_bad_frames_and_counts_them(tmp_path: Path) -> None:
+    async def script(sender: SocketEdgeSender) -> None:
+        card = encode_card("H10306", 1000, 50001)
+        await sender.send(card, interval_ns=1_000_000, flip=1, rng=random.Random(1))
+        await asyncio.sleep(0.03)
+        await sender.send(card, interval_ns=1_000_000, noise=1, rng=random.Random(2))
+        await asyncio.sleep(0.03)
+        await sender.send(Frame(0x1FFFF, 17), interval_ns=1_000_000)
+        await asyncio.sleep(0.03)
+        await sender.send(card, interval_ns=1_000_000)
+
+    got, reader = _reader_scenario(tmp_path, script)
+    assert [p.cards[0] for p in got] == ["H10306:1000:50001"]  # only the clean read
+    assert reader.refused == {"bad_parity": 1, "noise": 1, "wrong_length": 1}
+    assert reader.frames == 3  # whole frames: the flipped one, the 17-bit one, the good one
