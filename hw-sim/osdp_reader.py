@@ -1,0 +1,294 @@
+"""Simulated OSDP readers: libosdp peripheral devices on one end of a serial line.
+
+libosdp (https://github.com/goToMain/libosdp) is an independent OSDP
+implementation, so a reader simulated with it checks our control panel
+against someone else's reading of the spec: framing, CRC, sequence numbers and
+the secure channel byte for byte.
+
+`SimOsdpBus` opens the simulated bus end (for example `SerialLink.b`) and
+shares it between its readers as a multi-drop RS-485 bus does: every reader
+sees every frame and answers only its own address. Each `SimReader` is one
+libosdp `PeripheralDevice`; it records the commands it gets (LED, buzzer,
+text, outputs, new keys) so tests can observe them, and it presents cards and
+keys through libosdp's event API.
+
+Threads: libosdp's Python `PeripheralDevice.start()` runs one refresh thread
+per reader (named "pd"); `SimOsdpBus.stop()` stops and joins every one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import termios
+import threading
+import tty
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import osdp
+
+KEYPAD_CODES = {"*": 0x7F, "#": 0x0D}  # digits are sent as ASCII
+
+
+class _Wire:
+    """The bus end, shared: what one reader's channel reads, all readers see."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.channels: list[_Channel] = []
+
+    def pump(self) -> None:
+        """Move whatever the line has into every reader's receive buffer."""
+        with self.lock:
+            while True:
+                try:
+                    data = os.read(self.fd, 4096)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return  # the line is gone; the readers just hear nothing
+                if not data:
+                    return
+                for channel in self.channels:
+                    if channel.active:
+                        channel.rx += data
+
+    def write(self, data: bytes) -> int:
+        with self.lock:
+            try:
+                return os.write(self.fd, data)
+            except OSError:
+                return 0
+
+
+class _Channel(osdp.Channel):  # type: ignore[misc]
+    """libosdp's view of the wire: called from the reader's refresh thread."""
+
+    def __init__(self, wire: _Wire) -> None:
+        super().__init__()
+        self.wire = wire
+        self.rx = bytearray()
+        self.active = False
+
+    def read(self, max_bytes: int) -> bytes:
+        self.wire.pump()
+        with self.wire.lock:
+            out = bytes(self.rx[:max_bytes])
+            del self.rx[:max_bytes]
+        return out
+
+    def write(self, buf: bytes) -> int:
+        return self.wire.write(bytes(buf))
+
+    def flush(self) -> None:
+        with self.wire.lock:
+            self.rx.clear()
+
+
+@dataclass
+class LedState:
+    color: int  # libosdp's colour codes: 0 off, 1 red, 2 green, 3 amber, 4 blue
+    temporary: bool
+    on_count: int
+    off_count: int
+
+
+@dataclass
+class SimState:
+    """What the reader has been told to do, for tests to look at."""
+
+    leds: list[LedState] = field(default_factory=list)
+    beeps: list[int] = field(default_factory=list)  # repeat count of each buzzer command
+    texts: list[str] = field(default_factory=list)
+    outputs: dict[int, bool] = field(default_factory=dict)
+    output_timers: dict[int, int] = field(default_factory=dict)  # in 100 ms units
+    keys: list[bytes] = field(default_factory=list)  # SCBKs received by KEYSET
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SimReader:
+    """One libosdp peripheral device at `address`.
+
+    `scbk` None puts the reader in install mode (it accepts SCBK-D until a
+    KEYSET gives it a key). `secure` makes it refuse everything but the
+    handshake in clear (libosdp's ENFORCE_SECURE). `wrong_key` makes it hold a
+    key that differs from `scbk` in one bit, as a mis-provisioned reader would.
+    """
+
+    def __init__(
+        self,
+        address: int,
+        scbk: bytes | None = None,
+        *,
+        secure: bool = True,
+        wrong_key: bool = False,
+        name: str | None = None,
+    ) -> None:
+        self.address = address
+        self.scbk = scbk
+        self.secure = secure and scbk is not None
+        self.wrong_key = wrong_key
+        self.name = name or f"sim-pd{address}"
+        self.state = SimState()
+        self._lock = threading.Lock()
+        self._pd: Any = None
+        self._channel: _Channel | None = None
+
+    # --- the reader's user ---------------------------------------------------------
+
+    def present_card(
+        self, bits: int, bit_count: int, fmt: Literal["wiegand", "unspecified"] = "wiegand"
+    ) -> None:
+        """A card read: `bits` with the first bit read in the most significant place."""
+        n_bytes = (bit_count + 7) // 8
+        data = (bits << (n_bytes * 8 - bit_count)).to_bytes(n_bytes, "big")
+        self._submit(
+            {
+                "event": osdp.Event.CardRead,
+                "reader_no": 0,
+                "format": osdp.CardFormat.Wiegand
+                if fmt == "wiegand"
+                else osdp.CardFormat.Unspecified,
+                "direction": 0,
+                "length": bit_count,
+                "data": data,
+            }
+        )
+
+    def press_keys(self, keys: str) -> None:
+        data = bytes(KEYPAD_CODES.get(k, ord(k)) for k in keys)
+        self._submit({"event": osdp.Event.KeyPress, "reader_no": 0, "data": data})
+
+    def report_status(self, tamper: bool, power: bool) -> None:
+        """A local status change (osdp_LSTATR): tamper switch, power failure."""
+        self._submit(
+            {
+                "event": osdp.Event.Status,
+                "type": osdp.StatusReportType.Local,
+                "nr_entries": 2,
+                "report": bytes([tamper, power]),
+            }
+        )
+
+    @property
+    def sc_active(self) -> bool:
+        return self._pd is not None and bool(self._pd.is_sc_active())
+
+    @property
+    def current_key(self) -> bytes | None:
+        """The key the reader holds now (after any KEYSET)."""
+        with self._lock:
+            return self.state.keys[-1] if self.state.keys else self._key()
+
+    # --- lifecycle (driven by SimOsdpBus) -----------------------------------------------
+
+    def _key(self) -> bytes | None:
+        if self.scbk is None or not self.wrong_key:
+            return self.scbk
+        return bytes([self.scbk[0] ^ 0x01]) + self.scbk[1:]
+
+    def _start(self, wire: _Wire) -> None:
+        channel = _Channel(wire)
+        flags = [osdp.LibFlag.EnforceSecure] if self.secure else []
+        info = osdp.PDInfo(
+            self.address, channel, scbk=self.current_key, name=self.name, flags=flags
+        )
+        caps = osdp.PDCapabilities(
+            [
+                (osdp.Capability.OutputControl, 1, 4),
+                (osdp.Capability.LEDControl, 1, 1),
+                (osdp.Capability.AudibleControl, 1, 1),
+                (osdp.Capability.TextOutput, 1, 1),
+                (osdp.Capability.CardDataFormat, 1, 1),
+            ]
+        )
+        pd = osdp.PeripheralDevice(
+            info, caps, log_level=osdp.LogLevel.Warning, command_handler=self._command
+        )
+        with wire.lock:
+            wire.channels.append(channel)
+            channel.active = True
+        self._channel = channel
+        self._pd = pd
+        pd.start()
+
+    def _stop(self, wire: _Wire) -> None:
+        if self._pd is None:
+            return
+        self._pd.stop()  # sets the stop event and joins the refresh thread
+        with wire.lock:
+            if self._channel in wire.channels:
+                wire.channels.remove(self._channel)
+        self._pd = None
+        self._channel = None
+
+    def _submit(self, event: dict[str, Any]) -> None:
+        if self._pd is None:
+            raise RuntimeError(f"{self.name} is not running")
+        if not self._pd.submit_event(event):
+            raise RuntimeError(f"{self.name}: libosdp refused the event (queue full?)")
+
+    def _command(self, cmd: dict[str, Any]) -> tuple[int, None]:
+        """libosdp's command callback, on the refresh thread: record and accept."""
+        kind = cmd.get("command")
+        with self._lock:
+            s = self.state
+            s.commands.append(dict(cmd))
+            if kind == osdp.Command.LED:
+                s.leds.append(
+                    LedState(
+                        color=cmd["on_color"],
+                        temporary=bool(cmd["temporary"]),
+                        on_count=cmd["on_count"],
+                        off_count=cmd["off_count"],
+                    )
+                )
+            elif kind == osdp.Command.Buzzer:
+                s.beeps.append(cmd["rep_count"])
+            elif kind == osdp.Command.Text:
+                s.texts.append(cmd["data"])
+            elif kind == osdp.Command.Output:
+                # Control codes 2, 4 and 5 switch on; 1, 3 and 6 switch off.
+                s.outputs[cmd["output_no"]] = cmd["control_code"] in (2, 4, 5)
+                s.output_timers[cmd["output_no"]] = cmd["timer_count"]
+            elif kind == osdp.Command.Keyset:
+                s.keys.append(bytes(cmd["data"]))
+        return 0, None
+
+
+class SimOsdpBus:
+    """Simulated readers sharing one bus end (a device path such as `SerialLink.b`)."""
+
+    def __init__(self, port: str, readers: list[SimReader]) -> None:
+        self.port = port
+        self.readers = {r.address: r for r in readers}
+        self._wire: _Wire | None = None
+
+    async def start(self) -> None:
+        fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(fd, termios.TCSANOW)
+        with contextlib.suppress(termios.error):
+            termios.tcflush(fd, termios.TCIOFLUSH)  # what the CP sent while we were away
+        self._wire = _Wire(fd)
+        for reader in self.readers.values():
+            reader._start(self._wire)
+
+    async def stop(self) -> None:
+        """Power the readers off: stop and join their threads, close the line."""
+        wire, self._wire = self._wire, None
+        if wire is None:
+            return
+        for reader in self.readers.values():
+            await asyncio.to_thread(reader._stop, wire)
+        with contextlib.suppress(OSError):
+            os.close(wire.fd)
+
+    async def __aenter__(self) -> SimOsdpBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
