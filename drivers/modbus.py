@@ -433,18 +433,10 @@ class ModbusBus:
     async def _probe_idle(self) -> None:
         """Check units nobody has talked to lately: a board can die quietly."""
         now = time.monotonic_ns()
-        faults = dict(self._unit_faults)
-        try:
-            for unit in sorted(self._units):
-                if now - self._last_ok_ns.get(unit, 0) >= self.idle_probe_s * 1e9:
-                    try:
-                        await self._probe(unit)
-                    except _NoAnswer as exc:
-                        faults[unit] = str(exc)
-        except _LinkLost as exc:
-            self._set_state(str(exc), {}, dump=True)
-            return
-        self._set_state(None, faults, dump=True)
+        idle = {
+            u for u in self._units if now - self._last_ok_ns.get(u, 0) >= self.idle_probe_s * 1e9
+        }
+        await self._probe_units(idle, dict(self._unit_faults))
 
     async def _recover(self, *, reopen: bool) -> None:
         """Under the lock: reopen the port if needed, then probe the units that are down."""
@@ -457,8 +449,12 @@ class ModbusBus:
         else:
             todo = set(self._unit_faults)
         faults = {u: f for u, f in self._unit_faults.items() if u not in todo}
+        await self._probe_units(todo, faults)
+
+    async def _probe_units(self, units: set[int], faults: dict[int, str]) -> None:
+        """Probe these units; a silent one gets a fault, a lost link takes the bus down."""
         try:
-            for unit in sorted(todo):
+            for unit in sorted(units):
                 try:
                     await self._probe(unit)
                 except _NoAnswer as exc:

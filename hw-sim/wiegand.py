@@ -57,6 +57,34 @@ def wire_ns(frame: Frame, interval_ns: int = INTERVAL_NS) -> int:
     return (frame.length - 1) * interval_ns + PULSE_NS
 
 
+async def play(
+    frame: Frame,
+    deliver: Callable[[Edge], None],
+    *,
+    interval_ns: int = INTERVAL_NS,
+    jitter_ns: int = 0,
+    noise: int = 0,
+    flip: int = 0,
+    rng: random.Random | None = None,
+) -> int:
+    """Deliver a frame's edges at their times, from now; returns the last timestamp."""
+    stream = edges(
+        frame,
+        time.monotonic_ns(),
+        interval_ns=interval_ns,
+        jitter_ns=jitter_ns,
+        noise=noise,
+        flip=flip,
+        rng=rng,
+    )
+    for edge in stream:
+        delay = (edge.ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        deliver(edge)
+    return stream[-1].ns
+
+
 class SimEdgeSource:
     """An `EdgeSource` fed by the simulator, in real time on the event loop."""
 
@@ -82,22 +110,16 @@ class SimEdgeSource:
         """Send one frame bit by bit; returns the last edge's timestamp."""
         if self._on_edges is None:
             raise RuntimeError("the source is not started")
-        start = time.monotonic_ns()
-        stream = edges(
+        on_edges = self._on_edges
+        return await play(
             frame,
-            start,
+            lambda edge: on_edges([edge]),
             interval_ns=interval_ns,
             jitter_ns=jitter_ns,
             noise=noise,
             flip=flip,
             rng=rng,
         )
-        for edge in stream:
-            delay = (edge.ns - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._on_edges([edge])
-        return stream[-1].ns
 
 
 class SocketEdgeSender:
@@ -121,22 +143,19 @@ class SocketEdgeSender:
         rng: random.Random | None = None,
     ) -> int:
         """Send a frame in real time, one datagram per edge; returns the last timestamp."""
-        start = time.monotonic_ns()
-        stream = edges(
+
+        def deliver(edge: Edge) -> None:
+            self._sock.sendto(SocketEdgeSource.RECORD.pack(edge.line, edge.ns), self.path)
+
+        return await play(
             frame,
-            start,
+            deliver,
             interval_ns=interval_ns,
             jitter_ns=jitter_ns,
             noise=noise,
             flip=flip,
             rng=rng,
         )
-        for edge in stream:
-            delay = (edge.ns - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._sock.sendto(SocketEdgeSource.RECORD.pack(edge.line, edge.ns), self.path)
-        return stream[-1].ns
 
     async def send_keys(self, keys: str, bits: Literal[4, 8] = 4) -> None:
         for key in keys:
