@@ -202,7 +202,7 @@ async def _unlock(server: AdminServer, call: Call) -> Any:
     gw = server.gateway
     seconds = _param(call, "seconds", int, required=False)
     if seconds is None:
-        seconds = gw.config.doors.admin_unlock_seconds
+        seconds = gw.config.access.admin_unlock_seconds
     return await gw.unlock_door(_param(call, "door", str), seconds, call.actor)
 
 

@@ -23,6 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.modbus import ModbusRtuBus, ModbusTcpBus
+from drivers.osdp import OsdpBusConfig, OsdpReaderConfig
+
 DEFAULT_STATE_DIR = Path("/var/lib/edge-gateway")
 
 
@@ -85,16 +88,167 @@ class EventsConfig(_Section):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
-class DoorsConfig(_Section):
+class AccessConfig(_Section):
     admin_unlock_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
     max_unlock_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
+    # Holders (member or guest ids) whose grants unlock for a door's
+    # `extended_unlock_seconds`: people who need longer to get through.
+    extended_unlock: tuple[Identifier, ...] = ()
+
+    @field_validator("extended_unlock", mode="before")
+    @classmethod
+    def _tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
 
     @model_validator(mode="after")
-    def _default_within_limit(self) -> DoorsConfig:
+    def _default_within_limit(self) -> AccessConfig:
         if self.admin_unlock_seconds > self.max_unlock_seconds:
             raise ValueError(
                 f"admin_unlock_seconds ({self.admin_unlock_seconds}) is above "
                 f"max_unlock_seconds ({self.max_unlock_seconds})"
+            )
+        return self
+
+
+# --- hardware ----------------------------------------------------------------------------
+
+
+class ModbusRtuBusConfig(ModbusRtuBus):
+    # How often the door contacts and exit buttons on this bus are read.
+    input_poll_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+
+
+class ModbusTcpBusConfig(ModbusTcpBus):
+    input_poll_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+
+
+class OsdpBusSection(OsdpBusConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 115200
+
+
+BusConfig = Annotated[
+    ModbusRtuBusConfig | ModbusTcpBusConfig | OsdpBusSection, Field(discriminator="type")
+]
+
+
+class OsdpReaderSection(OsdpReaderConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    bus: Identifier
+
+
+class WiegandReaderSection(_Section):
+    type: Literal["wiegand"]
+    # Where the D0/D1 edges come from: "gpiod" (a GPIO chip, on a real box) or
+    # "socket" (a Unix datagram socket the simulated site sends to).
+    edges: Literal["gpiod", "socket"] = "gpiod"
+    chip: str = "/dev/gpiochip0"
+    d0: Annotated[int, Field(ge=0, le=1023)] | None = None
+    d1: Annotated[int, Field(ge=0, le=1023)] | None = None
+    socket: Path | None = None
+    # Reader LED and beeper inputs, driven through GPIO outputs (gpiod only).
+    led_line: Annotated[int, Field(ge=0, le=1023)] | None = None
+    beeper_line: Annotated[int, Field(ge=0, le=1023)] | None = None
+    # Silence that ends a frame.
+    frame_gap_ms: Annotated[float, Field(ge=5, le=200)] = 25
+    # Frame lengths accepted as raw card numbers beside the known formats.
+    raw_lengths: tuple[Annotated[int, Field(ge=8, le=128)], ...] = ()
+    # A PIN being typed is forgotten after this many seconds without a key.
+    pin_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
+
+    @field_validator("socket", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
+
+    @field_validator("raw_lengths", mode="before")
+    @classmethod
+    def _tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _source(self) -> WiegandReaderSection:
+        if self.edges == "gpiod" and (self.d0 is None or self.d1 is None):
+            raise ValueError('edges = "gpiod" needs the line offsets `d0` and `d1`')
+        if self.edges == "gpiod" and self.d0 == self.d1:
+            raise ValueError("d0 and d1 must be different lines")
+        if self.edges == "socket" and self.socket is None:
+            raise ValueError('edges = "socket" needs `socket`, the path to bind')
+        return self
+
+
+ReaderConfig = Annotated[OsdpReaderSection | WiegandReaderSection, Field(discriminator="type")]
+
+
+class ModbusStrike(_Section):
+    """A relay on a Modbus board."""
+
+    type: Literal["modbus"]
+    bus: Identifier
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    coil: Annotated[int, Field(ge=0, le=65535)]
+
+
+class OsdpStrike(_Section):
+    """A relay output of an OSDP reader."""
+
+    type: Literal["osdp"]
+    reader: Identifier
+    output: Annotated[int, Field(ge=0, le=255)] = 0
+
+
+StrikeConfig = Annotated[ModbusStrike | OsdpStrike, Field(discriminator="type")]
+
+
+class ContactInput(_Section):
+    """A door contact on a Modbus board's discrete input."""
+
+    bus: Identifier
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    input: Annotated[int, Field(ge=0, le=65535)]
+    # The input's value when the door is open. A normally-closed reed contact
+    # (the usual, and what a cut wire reads as "open") reads "off" when open.
+    open_when: Literal["on", "off"] = "off"
+
+
+class ExitInput(_Section):
+    """A request-to-exit button or sensor on a Modbus board's discrete input."""
+
+    bus: Identifier
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    input: Annotated[int, Field(ge=0, le=65535)]
+    pressed_when: Literal["on", "off"] = "on"
+
+
+class DoorHardware(_Section):
+    """One door's readers, strike and inputs; the key is the cloud's door id."""
+
+    in_readers: tuple[Identifier, ...] = ()
+    out_readers: tuple[Identifier, ...] = ()
+    strike: StrikeConfig | None = None
+    # "secure": the strike is energised to unlock (locked when power fails);
+    # "safe": energised to lock, as a magnetic lock (unlocked when power fails).
+    fail_mode: Literal["secure", "safe"] = "secure"
+    contact: ContactInput | None = None
+    exit: ExitInput | None = None
+    unlock_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
+    extended_unlock_seconds: Annotated[float, Field(gt=0, le=3600)] = 15
+    exit_unlock_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
+    held_open_seconds: Annotated[float, Field(gt=0, le=86400)] = 30
+    prealarm_seconds: Annotated[float, Field(ge=0, le=86400)] = 10
+    relock_on_close: bool = True
+
+    @field_validator("in_readers", "out_readers", mode="before")
+    @classmethod
+    def _tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _times(self) -> DoorHardware:
+        if self.prealarm_seconds >= self.held_open_seconds:
+            raise ValueError(
+                f"prealarm_seconds ({self.prealarm_seconds:g}) must be below "
+                f"held_open_seconds ({self.held_open_seconds:g})"
             )
         return self
 
@@ -105,7 +259,10 @@ class Config(_Section):
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     events: EventsConfig = EventsConfig()
-    doors: DoorsConfig = DoorsConfig()
+    access: AccessConfig = AccessConfig()
+    buses: dict[Identifier, BusConfig] = {}
+    readers: dict[Identifier, ReaderConfig] = {}
+    doors: dict[Identifier, DoorHardware] = {}
 
     def state_dir(self, override: Path | None = None) -> Path:
         if override is not None:
@@ -119,10 +276,86 @@ class Config(_Section):
         return self.admin.socket or state_dir / "admin.sock"
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+def _cross_check(cfg: Config) -> list[str]:
+    """What pydantic cannot see: references between sections, and sharing."""
+    problems: list[str] = []
+
+    def bus_of(path: str, name: str, kinds: tuple[str, ...], what: str) -> None:
+        bus = cfg.buses.get(name)
+        if bus is None:
+            known = ", ".join(sorted(cfg.buses)) or "none configured"
+            problems.append(f"{path}: no bus {name!r} in [buses] (known: {known})")
+        elif bus.type not in kinds:
+            problems.append(
+                f"{path}: bus {name!r} is {bus.type}; {what} needs {' or '.join(kinds)}"
+            )
+
+    addresses: dict[tuple[str, int], str] = {}
+    sockets: dict[Path, str] = {}
+    for name, reader in cfg.readers.items():
+        if isinstance(reader, OsdpReaderSection):
+            bus_of(f"readers.{name}.bus", reader.bus, ("osdp",), "an OSDP reader")
+            other = addresses.setdefault((reader.bus, reader.address), name)
+            if other != name:
+                problems.append(
+                    f"readers.{name}.address: {reader.address} is already reader {other!r} "
+                    f"on bus {reader.bus!r}"
+                )
+        elif reader.socket is not None and reader.edges == "socket":
+            other = sockets.setdefault(reader.socket, name)
+            if other != name:
+                problems.append(f"readers.{name}.socket: already used by reader {other!r}")
+    used: dict[str, str] = {}
+    coils: dict[tuple[str, int, int], str] = {}
+    modbus = ("modbus_rtu", "modbus_tcp")
+    for door_id, door in cfg.doors.items():
+        where = f"doors.{door_id}"
+        for side in ("in_readers", "out_readers"):
+            for i, name in enumerate(getattr(door, side)):
+                if name not in cfg.readers:
+                    known = ", ".join(sorted(cfg.readers)) or "none configured"
+                    problems.append(
+                        f"{where}.{side}[{i}]: no reader {name!r} in [readers] (known: {known})"
+                    )
+                elif name in used:
+                    problems.append(
+                        f"{where}.{side}[{i}]: reader {name!r} already serves {used[name]}"
+                    )
+                else:
+                    used[name] = f"door {door_id!r}"
+        strike = door.strike
+        if isinstance(strike, ModbusStrike):
+            bus_of(f"{where}.strike.bus", strike.bus, modbus, "a Modbus strike")
+            other = coils.setdefault((strike.bus, strike.unit, strike.coil), door_id)
+            if other != door_id:
+                problems.append(
+                    f"{where}.strike: coil {strike.coil} of unit {strike.unit} on {strike.bus!r} "
+                    f"already drives door {other!r}"
+                )
+        elif isinstance(strike, OsdpStrike):
+            if not isinstance(cfg.readers.get(strike.reader), OsdpReaderSection):
+                problems.append(f"{where}.strike.reader: {strike.reader!r} is not an OSDP reader")
+        for key in ("contact", "exit"):
+            ref = getattr(door, key)
+            if ref is not None:
+                bus_of(f"{where}.{key}.bus", ref.bus, modbus, "an input")
+    return problems
+
+
+def _path(loc: tuple[int | str, ...], raw: object) -> str:
+    """`buses.rs.baudrate`: pydantic's location, without the union tags it inserts."""
     out = ""
+    node = raw
     for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # the discriminator pydantic adds for a tagged union
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
     return out
 
 
@@ -142,13 +375,17 @@ def parse_config(text: str, source: str = "config") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         problems = [
-            f"{source}: {_path(e['loc'])}: {_problem(dict(e))}"
+            f"{source}: {_path(e['loc'], raw)}: {_problem(dict(e))}"
             for e in exc.errors(include_url=False)
         ]
         raise ConfigError(problems) from None
+    problems = _cross_check(cfg)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return cfg
 
 
 def load_config(path: Path) -> Config:

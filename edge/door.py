@@ -87,10 +87,13 @@ class DoorMachine:
         if on == self.lockdown:
             return []
         self.lockdown = on
+        out = [Output("note", "lockdown on" if on else "lockdown off")]
         if on:
+            if self.unlock_cause == "admin" and self.unlocked_until is not None:
+                out.append(Output("event", "door.locked", {"cause": "lockdown"}))
             self.unlocked_until = None
             self.unlock_cause = None
-        return [Output("note", "lockdown on" if on else "lockdown off"), *self._update(at)]
+        return out + self._update(at)
 
     def contact(self, at: float, is_open: bool) -> list[Output]:
         if is_open == self.contact_open:

@@ -18,9 +18,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.wiegand import Presented
 from edge.cards import pin_hmac
 from edge.config import Config
+from edge.doors import Doors
 from edge.events import USAGE_TYPES, log_line, make_event
+from edge.hardware import Hardware, ReaderPort
 from edge.importer import ImportRefused, commit_ops, stage_snapshot
 from edge.index import dismantle, load_index
 from edge.model import SiteIndex
@@ -73,8 +76,11 @@ class Gateway:
         self.pin_key: bytes | None = None
         self.ready = False
         self.started_at = time.time()
-        self.unlocked_until: dict[str, float] = {}
-        self._relock: dict[str, asyncio.TimerHandle] = {}
+        self.hardware = (
+            Hardware(config, state_dir, self) if config.buses or config.readers else None
+        )
+        self.doors = Doors(config, self.hardware, self._door_event)
+        self._door_tasks: set[asyncio.Task[None]] = set()
         self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._import_lock = asyncio.Lock()
         self._cleanup: set[asyncio.Task[None]] = set()
@@ -94,6 +100,9 @@ class Gateway:
         if gen:
             self.index = await asyncio.to_thread(load_index, self.db_path, gen)
         await self._load_runtime_state()
+        if self.hardware is not None:
+            await self.hardware.start()
+        await self.doors.start(self._sync_doors)
         self.ready = True
         log.info(
             "gateway: ready, site %s generation %d: %d holders, %d credentials",
@@ -106,9 +115,12 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
-        for handle in self._relock.values():
-            handle.cancel()
-        self._relock.clear()
+        await self.doors.stop()
+        if self.hardware is not None:
+            await self.hardware.stop()
+        for task in list(self._door_tasks):
+            task.cancel()
+        await asyncio.gather(*self._door_tasks, return_exceptions=True)
         for task in list(self._cleanup):
             task.cancel()
         await asyncio.gather(*self._cleanup, return_exceptions=True)
@@ -173,15 +185,88 @@ class Gateway:
         """What would happen, with nothing unlocked, consumed or recorded."""
         return decide(self.index, self.state, p)
 
-    async def present(self, p: Presentation) -> Decision:
-        """A real presentation: decide, apply, record. Returns once usage is durable."""
+    async def present(self, p: Presentation, port: ReaderPort | None = None) -> Decision:
+        """A real presentation: decide, apply, record, open the door once usage is durable."""
         decision = decide(self.index, self.state, p)
-        durable = self._apply(decision)
+        durable = self._apply(decision, port)
         if durable is not None:
             await asyncio.shield(durable)
+        self._open(decision, port)
         return decision
 
-    def _apply(self, d: Decision) -> asyncio.Future[int] | None:
+    def _open(self, d: Decision, port: ReaderPort | None) -> None:
+        """After a decision: the strike, the reader's feedback, a first-person-in schedule."""
+        if d.effects.first_in is not None:
+            self._sync_doors(quiet=frozenset({d.door}))  # its event is already recorded
+        if d.reason == "pin_required":
+            return  # the reader waits for the PIN: no grant, no denial yet
+        extended = d.holder is not None and d.holder in self.config.access.extended_unlock
+        self.doors.decided(d.door, d.granted, extended, port)
+
+    # --- the hardware's side (HardwareEvents) -------------------------------------------
+
+    def presented(self, port: ReaderPort, shown: Presented) -> None:
+        """A card or PIN at a reader: decided now, on the loop, with no await first."""
+        if port.door is None:
+            log.warning("%s: presentation ignored: the reader serves no door", port.name)
+            return
+        try:
+            p = self.presentation(port.door, shown.cards, shown.pin)
+        except GatewayError as exc:
+            log.error("%s: %s", port.name, exc)
+            self.doors.decided(port.door, False, False, port)
+            return
+        decision = decide(self.index, self.state, p)
+        durable = self._apply(decision, port)
+        if durable is None:
+            self._open(decision, port)
+            return
+
+        async def when_durable(d: Decision = decision, done: asyncio.Future[int] = durable) -> None:
+            await done
+            self._open(d, port)
+
+        task = asyncio.create_task(when_durable(), name=f"door[{port.door}].after_usage")
+        self._door_tasks.add(task)
+        task.add_done_callback(self._door_tasks.discard)
+
+    def reader_changed(self, port: ReaderPort, online: bool, first: bool) -> None:
+        if online and first:
+            log.info("%s: online (%s)", port.name, port.detail or "ready")
+            return
+        details: dict[str, Any] = {"reader": port.name}
+        if not online:
+            details["fault"] = port.fault
+        self._emit(
+            "reader.online" if online else "reader.offline",
+            time.time(),
+            door=port.door,
+            details=details,
+        )
+
+    def reader_status(self, port: ReaderPort, tamper: bool, power_failure: bool) -> None:
+        self._emit(
+            "reader.tamper",
+            time.time(),
+            door=port.door,
+            details={"reader": port.name, "tamper": tamper, "power_failure": power_failure},
+        )
+
+    def _door_event(self, type_: str, door: str | None, details: dict[str, Any]) -> None:
+        self._emit(type_, time.time(), door=door, details=details)
+
+    def _sync_doors(self, quiet: frozenset[str] = frozenset()) -> None:
+        """Schedules and lockdowns from the runtime state to the door controllers."""
+        ix, st = self.index, self.state
+        local = datetime.fromtimestamp(time.time(), ix.tz)
+        states = []
+        for door_id in set(ix.doors) | set(self.doors.controllers):
+            door = ix.doors.get(door_id)
+            scheduled = door is not None and door_unlocked(ix, st, door, local) is not None
+            states.append((door_id, scheduled, st.in_lockdown(door_id)))
+        self.doors.apply_state(states, quiet)
+
+    def _apply(self, d: Decision, port: ReaderPort | None = None) -> asyncio.Future[int] | None:
         """Apply a decision's effects in memory at once and queue their records."""
         st, e = self.state, d.effects
         ops: list[SqlOp] = []
@@ -198,7 +283,9 @@ class Gateway:
                 holder=d.holder,
                 credential=d.credential,
                 reason=d.reason,
-                details=_jsonable(d.details),
+                details=_jsonable(d.details)
+                if port is None
+                else {**_jsonable(d.details), "reader": port.name, "side": port.side},
             )
         )
         if e.day_pass is not None:
@@ -432,9 +519,10 @@ class Gateway:
     # --- admin actions -----------------------------------------------------------
 
     def _known_doors(self, doors: list[str]) -> None:
-        unknown = [d for d in doors if d not in self.index.doors]
+        known_ids = set(self.index.doors) | set(self.config.doors)
+        unknown = [d for d in doors if d not in known_ids]
         if unknown:
-            known = ", ".join(sorted(self.index.doors)) or "none imported"
+            known = ", ".join(sorted(known_ids)) or "none imported"
             raise GatewayError(
                 "not_found", f"unknown door(s) {', '.join(unknown)} (known: {known})"
             )
@@ -479,10 +567,7 @@ class Gateway:
             ],
             ops,
         )
-        if on:  # a lockdown ends every admin unlock it covers, at once
-            for door in list(self.unlocked_until):
-                if self.state.in_lockdown(door):
-                    self._relock_now(door)
+        self._sync_doors()  # a lockdown ends every unlock it covers, at once
         log.warning(
             "lockdown %s for %s by %s",
             "ON" if on else "off",
@@ -493,68 +578,38 @@ class Gateway:
 
     async def unlock_door(self, door: str, seconds: int, actor: Actor) -> dict[str, Any]:
         self._known_doors([door])
-        limit = self.config.doors.max_unlock_seconds
+        limit = self.config.access.max_unlock_seconds
         if not 1 <= seconds <= limit:
             raise GatewayError("bad_request", f"seconds must be between 1 and {limit}")
         if self.state.in_lockdown(door):
             raise GatewayError("refused", f"door {door} is in lockdown; lift it first")
         now = time.time()
-        self.unlocked_until[door] = now + seconds
-        old = self._relock.pop(door, None)
-        if old is not None:
-            old.cancel()
-        self._relock[door] = asyncio.get_running_loop().call_later(seconds, self._relock_now, door)
         details = {"action": "unlock", "seconds": seconds, "by": actor.name, "uid": actor.uid}
-        self._record(
-            [
-                self._event("admin.action", now, door=door, details=details),
-                self._event(
-                    "door.unlocked",
-                    now,
-                    door=door,
-                    reason="admin",
-                    details={"cause": "admin", "seconds": seconds},
-                ),
-            ],
-            [],
-        )
+        self._emit("admin.action", now, door=door, details=details)
+        self.doors.admin_unlock(door, seconds, actor.name)
         return {"door": door, "unlocked_until": iso_instant(now + seconds, self.index.tz)}
-
-    def _relock_now(self, door: str) -> None:
-        self._relock.pop(door, None)
-        if self.unlocked_until.pop(door, None) is not None:
-            self._emit("door.locked", time.time(), door=door, details={"cause": "admin"})
 
     # --- views --------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         ix, now = self.index, time.time()
-        local = datetime.fromtimestamp(now, ix.tz)
+        self._sync_doors()
         doors = []
-        for door in ix.doors.values():
-            by_schedule = door_unlocked(ix, self.state, door, local) is not None
-            until = self.unlocked_until.get(door.id)
-            state = (
-                "lockdown"
-                if self.state.in_lockdown(door.id)
-                else (
-                    "unlocked (admin)"
-                    if until
-                    else "unlocked (schedule)"
-                    if by_schedule
-                    else "locked"
-                )
-            )
+        for door_id in sorted(set(ix.doors) | set(self.doors.controllers)):
+            door = ix.doors.get(door_id)
+            view = self.doors.view(door_id)
+            until = view.pop("unlocked_for_s")
             doors.append(
                 {
-                    "id": door.id,
-                    "name": door.name,
-                    "mode": door.mode,
-                    "state": state,
-                    "unlocked_until": iso_instant(until, ix.tz) if until else None,
+                    "id": door_id,
+                    "name": door.name if door else None,
+                    "mode": door.mode if door else None,
+                    **view,
+                    "unlocked_until": iso_instant(now + until, ix.tz) if until else None,
                 }
             )
         members = sum(1 for h in ix.holders.values() if h.kind != "guest")
+        hw = self.hardware
         return {
             "ready": self.ready,
             "site": ix.site_id or None,
@@ -568,6 +623,8 @@ class Gateway:
             "guests": len(ix.holders) - members,
             "credentials": ix.credential_count,
             "doors": doors,
+            "readers": [] if hw is None else [p.view() for p in hw.readers.values()],
+            "buses": [] if hw is None else hw.buses_view(),
             "lockdown": self.state.lockdown_site,
             "pin_key": self.pin_key is not None,
             "uptime_s": round(now - self.started_at, 1),
