@@ -23,7 +23,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
+
+from common import _rpc, percentile, result, stop_daemon
+from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
 
 from edge.cards import card_key, raw_key
 from edge.config import parse_config
@@ -40,15 +42,6 @@ SIZES = {  # members -> credentials per member
     100_000: 2,
     500_000: 2,  # 1,000,000 credentials
 }
-
-
-def result(**fields: Any) -> None:
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
 # --- data -------------------------------------------------------------------------
@@ -128,13 +121,6 @@ def presentations(members: int, n: int, seed: int = 7) -> list[Presentation]:
 # --- daemon helpers -------------------------------------------------------------------
 
 
-def _rpc(sock_path: Path, method: str, params: dict[str, Any] | None = None) -> Any:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sock_path))
-        s.sendall(json.dumps({"id": 1, "method": method, "params": params or {}}).encode() + b"\n")
-        return json.loads(s.makefile().readline())
-
-
 def start_daemon(state: Path) -> tuple[subprocess.Popen[bytes], float]:
     config = state / "bench.toml"
     config.write_text(CONFIG)
@@ -169,11 +155,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(60)
 
 
 # --- benchmarks ------------------------------------------------------------------------
@@ -290,6 +271,9 @@ BENCHES: dict[str, Callable[[], None]] = {
     "decide": bench_decide,
     "start": bench_start,
     "import": bench_import,
+    "badge": lambda: bench_badge(100_000, lambda name: fresh_copy(100_000, name), CONFIG),
+    "osdp-bus": lambda: bench_osdp_bus(100_000, lambda name: fresh_copy(100_000, name), CONFIG),
+    "osdp-vs-libosdp": bench_osdp_vs_libosdp,
 }
 
 

@@ -142,13 +142,20 @@ def _parity_ok(frame: Frame, layout: _Layout) -> bool:
     )
 
 
-def decode_card(frame: Frame, raw_lengths: frozenset[int] = frozenset()) -> CardRead:
+def decode_card(
+    frame: Frame,
+    raw_lengths: frozenset[int] = frozenset(),
+    formats: frozenset[str] | None = None,
+) -> CardRead:
     """A card from a frame: by format when its length is one, else raw if allowed.
 
     A frame of a format's length with a wrong parity is refused, not read as
-    raw: bit errors must never turn into a different card.
+    raw: bit errors must never turn into a different card. `formats` limits
+    the formats accepted (None: all four).
     """
     layout = LAYOUTS.get(frame.length)
+    if layout is not None and formats is not None and layout.name not in formats:
+        layout = None
     if layout is not None:
         if not _parity_ok(frame, layout):
             raise FrameError(
@@ -165,9 +172,14 @@ def decode_card(frame: Frame, raw_lengths: frozenset[int] = frozenset()) -> Card
         return CardRead(length=frame.length, raw_hex=raw_hex(frame))
     raise FrameError(
         "wrong_length",
-        f"{frame.length} bits is no card format this reader "
-        f"accepts (formats: 26, 34, 35, 37; raw: {sorted(raw_lengths) or 'none'})",
+        f"{frame.length} bits is no card format this reader accepts (formats: "
+        f"{', '.join(str(n) for n in accepted_lengths(formats)) or 'none'}; "
+        f"raw: {sorted(raw_lengths) or 'none'})",
     )
+
+
+def accepted_lengths(formats: frozenset[str] | None) -> list[int]:
+    return sorted(n for n, layout in LAYOUTS.items() if formats is None or layout.name in formats)
 
 
 # --- keypads ----------------------------------------------------------------------
@@ -270,6 +282,15 @@ class FrameAssembler:
         self._bits = (self._bits << 1) | edge.line
         self._count += 1
         return done
+
+    @property
+    def count(self) -> int:
+        """Bits (edges) in the frame being collected."""
+        return self._count
+
+    def flush(self) -> Frame | FrameError | None:
+        """End the frame now (it is known to be complete), without waiting for the gap."""
+        return self._finish() if self._count else None
 
     def due_ns(self) -> int | None:
         """When the frame being collected ends if no edge comes (None: idle)."""
@@ -435,12 +456,17 @@ class WiegandReader:
         raw_lengths: frozenset[int] = frozenset(),
         pin_timeout_ns: int = 5_000_000_000,
         indicator: Indicator | None = None,
+        formats: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.source = source
         self.on_presented = on_presented
         self.assembler = FrameAssembler(gap_ns=gap_ns)
         self.raw_lengths = raw_lengths
+        self.formats = formats
+        # A frame this long cannot grow into another accepted one: it is decided at its
+        # last bit instead of after the gap (a frame takes 2 ms a bit, the gap 25 ms).
+        self.complete_at = max([*accepted_lengths(formats), *raw_lengths, 8])
         self.pin = PinEntry(timeout_ns=pin_timeout_ns)
         self.indicator = indicator
         self.frames = 0
@@ -466,6 +492,10 @@ class WiegandReader:
             done = self.assembler.feed(edge)
             if done is not None:
                 self._frame(done)
+            if self.assembler.count == self.complete_at:
+                flushed = self.assembler.flush()
+                if flushed is not None:
+                    self._frame(flushed)
         self._arm()
 
     def _arm(self) -> None:
@@ -499,7 +529,7 @@ class WiegandReader:
                 if pin is not None:
                     self.on_presented(Presented(self.name, pin=pin))
                 return
-            card = decode_card(frame, self.raw_lengths)
+            card = decode_card(frame, self.raw_lengths, self.formats)
         except FrameError as exc:
             self._refuse(exc)
             return

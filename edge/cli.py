@@ -17,6 +17,9 @@ def _setup_logging(config: Config) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=config.log.level.upper(), format=fmt, stream=sys.stderr)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # pymodbus logs every timeout and lost connection as an error of its own; our
+    # Modbus driver reports each fault once, in words, and when it clears.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

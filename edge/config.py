@@ -151,6 +151,15 @@ class WiegandReaderSection(_Section):
     beeper_line: Annotated[int, Field(ge=0, le=1023)] | None = None
     # Silence that ends a frame.
     frame_gap_ms: Annotated[float, Field(ge=5, le=200)] = 25
+    # The card formats of the site's cards. Frames of other lengths are refused,
+    # and a frame as long as the longest accepted one is decided at its last bit
+    # instead of after the gap: with ["H10301"] only, 26-bit cards open ~25 ms sooner.
+    card_formats: tuple[Literal["H10301", "H10306", "C1000", "H10304"], ...] = (
+        "H10301",
+        "H10306",
+        "C1000",
+        "H10304",
+    )
     # Frame lengths accepted as raw card numbers beside the known formats.
     raw_lengths: tuple[Annotated[int, Field(ge=8, le=128)], ...] = ()
     # A PIN being typed is forgotten after this many seconds without a key.
@@ -161,7 +170,7 @@ class WiegandReaderSection(_Section):
     def _path(cls, v: object) -> object:
         return Path(v) if isinstance(v, str) else v
 
-    @field_validator("raw_lengths", mode="before")
+    @field_validator("raw_lengths", "card_formats", mode="before")
     @classmethod
     def _tuple(cls, v: object) -> object:
         return tuple(v) if isinstance(v, list) else v
@@ -332,9 +341,10 @@ def _cross_check(cfg: Config) -> list[str]:
                     f"{where}.strike: coil {strike.coil} of unit {strike.unit} on {strike.bus!r} "
                     f"already drives door {other!r}"
                 )
-        elif isinstance(strike, OsdpStrike):
-            if not isinstance(cfg.readers.get(strike.reader), OsdpReaderSection):
-                problems.append(f"{where}.strike.reader: {strike.reader!r} is not an OSDP reader")
+        elif isinstance(strike, OsdpStrike) and not isinstance(
+            cfg.readers.get(strike.reader), OsdpReaderSection
+        ):
+            problems.append(f"{where}.strike.reader: {strike.reader!r} is not an OSDP reader")
         for key in ("contact", "exit"):
             ref = getattr(door, key)
             if ref is not None:

@@ -120,7 +120,7 @@ class DoorMachine:
             self.opened_at = None
             self.authorised_open = False
             self.prealarm_sent = self.held_sent = False
-            out.append(Output("note", "closed", {"after_held_open": held}))
+            out.append(Output("note", "closed after being held open" if held else "closed"))
             if (
                 self.timing.relock_on_close
                 and self.unlocked_until is not None

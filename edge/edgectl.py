@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import DEFAULT_STATE_DIR, ConfigError, load_config
 from edge.events import log_line
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -84,16 +83,26 @@ class Client:
         return reply.get("result")
 
 
+class BadConfig(Exception):
+    """The --config file cannot be used; the message lists its problems."""
+
+
 def _socket_path(args: argparse.Namespace) -> Path:
     if getattr(args, "socket", None):
         return Path(args.socket)
     if getattr(args, "config", None):
-        config = load_config(Path(args.config))
+        # Imported here: the config pulls in the drivers, which edgectl otherwise never needs.
+        from edge.config import ConfigError, load_config
+
+        try:
+            config = load_config(Path(args.config))
+        except ConfigError as exc:
+            raise BadConfig("\n".join(exc.problems)) from None
         return config.admin_socket(
             config.state_dir(getattr(args, "state_dir", None) and Path(args.state_dir))
         )
     state_dir = getattr(args, "state_dir", None) or os.environ.get("EDGE_STATE_DIR")
-    return Path(state_dir or DEFAULT_STATE_DIR) / "admin.sock"
+    return Path(state_dir or "/var/lib/edge-gateway") / "admin.sock"  # config's default
 
 
 def _print_json(value: Any) -> None:
@@ -116,7 +125,23 @@ def _human_status(s: dict[str, Any]) -> None:
     if s["doors"]:
         print("doors:")
         for d in s["doors"]:
-            print(f"  {d['id']:<16} {d['mode']:<13} {d['state']}")
+            mode = d["mode"] or "(not in the site document)"
+            print(f"  {d['id']:<16} {mode:<13} {d['state']}")
+            if d.get("unlocked_until"):
+                print(f"  {'':<16} unlocked until {d['unlocked_until']}")
+            if d.get("fault"):
+                print(f"  {'':<16} FAULT: {d['fault']}")
+        if s.get("readers"):
+            print("readers:")
+            for r in s["readers"]:
+                where = f"{r['door']} ({r['side']})" if r["door"] else "no door"
+                line = f"  {r['name']:<16} {r['kind']:<8} {where:<20} {r['state']}"
+                print(line + (f": {r['fault']}" if r["fault"] else ""))
+        if s.get("buses"):
+            print("buses:")
+            for b in s["buses"]:
+                line = f"  {b['name']:<16} {b['kind']:<11} {b['state']}"
+                print(line + (f": {b['fault']}" if b["fault"] else ""))
 
 
 def _human_decision(d: dict[str, Any]) -> None:
@@ -294,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         client = Client(_socket_path(args))
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
+    except BadConfig as exc:
+        print(exc, file=sys.stderr)
         return EXIT_USAGE
     except Unreachable as exc:
         print(f"edgectl: {exc}", file=sys.stderr)

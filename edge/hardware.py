@@ -255,6 +255,7 @@ class Hardware:
             raw_lengths=frozenset(rc.raw_lengths),
             pin_timeout_ns=int(rc.pin_timeout_s * 1e9),
             indicator=indicator,
+            formats=frozenset(rc.card_formats),
         )
         port.driver = reader
         port.feedback_fn = reader.feedback

@@ -286,6 +286,16 @@ class SimOsdpBus:
         with contextlib.suppress(OSError):
             os.close(wire.fd)
 
+    async def power_off(self, address: int) -> None:
+        """One reader goes silent (unplugged, or its power fails); the others go on."""
+        if self._wire is not None:
+            await asyncio.to_thread(self.readers[address]._stop, self._wire)
+
+    async def power_on(self, address: int) -> None:
+        """The reader comes back, as after a power cycle: no session, its key kept."""
+        if self._wire is not None and self.readers[address]._pd is None:
+            self.readers[address]._start(self._wire)
+
     async def __aenter__(self) -> SimOsdpBus:
         await self.start()
         return self

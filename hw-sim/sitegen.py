@@ -213,14 +213,14 @@ def example_site(
     member(
         "m-1011",
         "Radia Ops",
-        "resident with a personal server-room grant (card then PIN)",
+        "resident on call, server room at any hour (card then PIN)",
         card=("H10301", "12", "4005"),
         pin="9753",
         plan="resident",
         access=[
             {
                 "group": "server",
-                "schedule": "staffed",
+                "schedule": "always",
                 "valid_from": None,
                 "valid_to": at(30, "18:00"),
             }

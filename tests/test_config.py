@@ -201,3 +201,11 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr
+
+
+def test_edgectl_default_socket_follows_the_config_default() -> None:
+    from edge.config import DEFAULT_STATE_DIR
+    from edge.edgectl import _socket_path, build_parser
+
+    args = build_parser().parse_args(["status"])
+    assert _socket_path(args) == DEFAULT_STATE_DIR / "admin.sock"

@@ -107,7 +107,7 @@ def test_held_open_prealarm_then_alarm_then_clears_on_close() -> None:
     assert d.state(131) == "locked, HELD OPEN"
     assert events(d.tick(500)) == []  # once
     out = d.contact(600, False)
-    assert [o.details for o in out if o.value == "closed"] == [{"after_held_open": True}]
+    assert next(o.value for o in out if o.kind == "note") == "closed after being held open"
     assert d.state(600) == "locked, closed"
 
 
