@@ -486,6 +486,9 @@ def backoff_s(failures: int, cap_s: float, base_s: float = 0.25) -> float:
 # --- readers ----------------------------------------------------------------------------------
 
 ReaderState = Literal["offline", "online", "secure"]
+# Wire time allowed for a reply beside the reply timeout (a card read with the
+# secure channel is about 40 bytes; text and capability replies are longer).
+REPLY_ALLOWANCE_BYTES = 128
 SC_FAILED = "secure channel failed (wrong key?)"
 
 
@@ -1011,7 +1014,10 @@ class OsdpBus:
             self.frames.append((time.monotonic(), "tx", frame))
             self._serial.write(frame)
             self._last_io = time.monotonic()
-            deadline = self._last_io + self.config.reply_timeout_ms / 1000
+            # The timeout runs from the command's last byte on the wire, and a reply
+            # takes its own wire time: at 9600 baud 60 bytes are 62 ms each way.
+            wire_s = (len(frame) + REPLY_ALLOWANCE_BYTES) * 10 / self.config.baudrate
+            deadline = self._last_io + wire_s + self.config.reply_timeout_ms / 1000
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -217,9 +218,15 @@ class Gateway:
             self.doors.decided(port.door, False, False, port)
             return
         decision = decide(self.index, self.state, p)
-        durable = self._apply(decision, port)
+
+        def open_first(usage: bool) -> None:
+            # Effects are applied; nothing is queued to the writer yet, so the strike
+            # task is woken before the writer's task (measured: ~1 ms sooner).
+            if not usage:
+                self._open(decision, port)
+
+        durable = self._apply(decision, port, open_first)
         if durable is None:
-            self._open(decision, port)
             return
 
         async def when_durable(d: Decision = decision, done: asyncio.Future[int] = durable) -> None:
@@ -266,7 +273,12 @@ class Gateway:
             states.append((door_id, scheduled, st.in_lockdown(door_id)))
         self.doors.apply_state(states, quiet)
 
-    def _apply(self, d: Decision, port: ReaderPort | None = None) -> asyncio.Future[int] | None:
+    def _apply(
+        self,
+        d: Decision,
+        port: ReaderPort | None = None,
+        before_record: Callable[[bool], None] | None = None,
+    ) -> asyncio.Future[int] | None:
         """Apply a decision's effects in memory at once and queue their records."""
         st, e = self.state, d.effects
         ops: list[SqlOp] = []
@@ -380,10 +392,11 @@ class Gateway:
                     (d.door, e.first_in.day.isoformat(), e.first_in.window),
                 )
             )
+        usage = any(ev["type"] in USAGE_TYPES for ev in events)
+        if before_record is not None:
+            before_record(usage)
         future = self._record(events, ops)
-        if any(ev["type"] in USAGE_TYPES for ev in events):
-            return future
-        return None
+        return future if usage else None
 
     # --- events ------------------------------------------------------------------
 

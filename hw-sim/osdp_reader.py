@@ -32,6 +32,22 @@ import osdp
 KEYPAD_CODES = {"*": 0x7F, "#": 0x0D}  # digits are sent as ASCII
 
 
+def _complete_prefix(buf: bytearray) -> int:
+    """How many leading bytes of `buf` end with a complete OSDP frame (0: none yet)."""
+    end = 0
+    while True:
+        som = buf.find(0x53, end)
+        if som < 0 or len(buf) - som < 4:
+            return end
+        length = buf[som + 2] | buf[som + 3] << 8
+        if length < 8 or length > 1500:  # not a frame start: let libosdp skip the byte
+            end = som + 1
+            continue
+        if len(buf) - som < length:
+            return end
+        end = som + length
+
+
 class _Wire:
     """The bus end, shared: what one reader's channel reads, all readers see."""
 
@@ -39,22 +55,34 @@ class _Wire:
         self.fd = fd
         self.lock = threading.Lock()
         self.channels: list[_Channel] = []
+        self._partial = bytearray()
 
     def pump(self) -> None:
-        """Move whatever the line has into every reader's receive buffer."""
+        """Move the whole frames the line has into every reader's receive buffer.
+
+        A reader's UART hands its firmware a frame when the line goes idle; libosdp
+        is handed whole frames too (it misreads a secure-channel frame that reaches
+        it in pieces, as at 9600 baud, where bytes arrive a millisecond apart).
+        """
         with self.lock:
             while True:
                 try:
                     data = os.read(self.fd, 4096)
                 except (BlockingIOError, InterruptedError):
-                    return
+                    break
                 except OSError:
                     return  # the line is gone; the readers just hear nothing
                 if not data:
-                    return
-                for channel in self.channels:
-                    if channel.active:
-                        channel.rx += data
+                    break
+                self._partial += data
+            ready = _complete_prefix(self._partial)
+            if not ready:
+                return
+            data = bytes(self._partial[:ready])
+            del self._partial[:ready]
+            for channel in self.channels:
+                if channel.active:
+                    channel.rx += data
 
     def write(self, data: bytes) -> int:
         with self.lock:

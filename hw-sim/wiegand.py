@@ -128,6 +128,8 @@ class SocketEdgeSender:
     def __init__(self, path: str) -> None:
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # When the last edge actually left (the loop may wake a little after an edge's time).
+        self.last_sent_ns = 0
 
     def close(self) -> None:
         self._sock.close()
@@ -146,6 +148,7 @@ class SocketEdgeSender:
 
         def deliver(edge: Edge) -> None:
             self._sock.sendto(SocketEdgeSource.RECORD.pack(edge.line, edge.ns), self.path)
+            self.last_sent_ns = time.monotonic_ns()
 
         return await play(
             frame,
