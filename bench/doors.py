@@ -5,8 +5,11 @@ Times are CLOCK_MONOTONIC nanoseconds, which every process on the machine
 shares: the Wiegand sender's edge timestamps, the simulated cable's delivery
 times, the relay board's record of each coil write, and the daemon's own.
 "Gateway" latency runs from the last bit or byte of the credential reaching
-the gateway to the simulated board applying the strike command (so it
-includes the Modbus TCP hop on loopback and the board's own handling).
+the gateway (the datagram with the last Wiegand edge leaving the simulator;
+the daemon reading the last byte of the OSDP reply, by its own stamp) to the daemon
+sending the strike command (its own stamp, read from `status`). "End to end"
+runs from the presentation at the simulated reader to the simulated board
+applying the command (so it includes the Modbus TCP hop and the board).
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def _run_badges(
     reader: str,
     n: int,
     traffic: Traffic | None,
+    sock: Path,
 ) -> tuple[list[float], list[float], list[float]]:
     """(gateway ms, end-to-end ms, wire ms) per badge."""
     site = hw.site
@@ -138,16 +142,20 @@ def _run_badges(
         hw.call(site.wait_unlocked(door), timeout=5)
         on = next(c for c in site.board.history[before:] if c.coil == coil and c.on)
         frame = card_frame(card)
+        # When the daemon sent the strike command (its status says, in CLOCK_MONOTONIC).
+        status = _rpc(sock, "status")["result"]
+        sent_ns = next(d for d in status["doors"] if d["id"] == door)["strike"]["command_ns"]
+        read_ns = next(r for r in status["readers"] if r["name"] == reader)["read_ns"]
         if traffic is None:  # Wiegand: from the datagram carrying the last bit
             sender = site.reader(reader).sender
             assert sender is not None
-            gateway.append((on.ns - max(last_ns, sender.last_sent_ns)) / 1e6)
+            gateway.append((sent_ns - max(last_ns, sender.last_sent_ns)) / 1e6)
             wire.append(wire_ns(frame) / 1e6)
         else:
             seen = traffic.last_reply_before(on.ns)
             assert seen is not None
-            at, reply, command = seen
-            gateway.append((on.ns - at) / 1e6)
+            _, reply, command = seen
+            gateway.append((sent_ns - read_ns) / 1e6)
             wire.append((len(reply) + len(command)) * site.osdp_link.byte_ns / 1e6)
         e2e.append((on.ns - t0) / 1e6)
         hw.call(site.wait_unlocked(door, False), timeout=5)
@@ -176,8 +184,12 @@ def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str
             site.provision(state)
             proc = _start_daemon(base_config + "\n" + site.config(), state)
             try:
-                _run_badges(hw, cards, "front", "front-in", 20, traffic)  # warm up
-                gw, e2e, wire = _run_badges(hw, cards, "front", "front-in", BADGES, traffic)
+                _run_badges(
+                    hw, cards, "front", "front-in", 20, traffic, state / "admin.sock"
+                )  # warm up
+                gw, e2e, wire = _run_badges(
+                    hw, cards, "front", "front-in", BADGES, traffic, state / "admin.sock"
+                )
             finally:
                 stop_daemon(proc)
         floor = statistics.median(wire)
@@ -225,7 +237,9 @@ def bench_osdp_bus(members: int, state_for: Callable[[str], Path], base_config: 
                 (b - a) / 1e6 for times in by_addr.values() for a, b in itertools.pairwise(times)
             ]
             # The "front" door only: the others' doors in the config are not in the site document.
-            _, e2e, _ = _run_badges(hw, cards, "front", "front-in", badges, traffic)
+            _, e2e, _ = _run_badges(
+                hw, cards, "front", "front-in", badges, traffic, state / "admin.sock"
+            )
         finally:
             stop_daemon(proc)
     result(

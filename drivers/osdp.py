@@ -864,6 +864,7 @@ class OsdpBus:
         self._task: asyncio.Task[None] | None = None
         self._last_io = 0.0
         self._port_failures = 0
+        self.last_rx_ns = 0  # when the last whole frame was read (CLOCK_MONOTONIC)
 
     @property
     def fault(self) -> str | None:
@@ -995,6 +996,7 @@ class OsdpBus:
             if isinstance(item, PacketError):
                 self._protocol_error(str(item))
             else:
+                self.last_rx_ns = time.monotonic_ns()
                 self.frames.append((time.monotonic(), "rx", item))
                 self._rx.put_nowait(item)
 

@@ -211,6 +211,8 @@ class DoorController:
                 "name": self.strike.name,
                 "fail_mode": self.strike.fail_mode,
                 "energised": self.strike.energised,
+                # CLOCK_MONOTONIC of the last command sent, for latency measurements.
+                "command_ns": self.strike.last_write_ns,
             },
             "readers": [r.view() for r in self.readers],
             "fault": "; ".join(faults) if faults else None,

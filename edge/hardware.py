@@ -80,6 +80,7 @@ class ReaderPort:
     online: bool = False
     reported_online: bool | None = None  # as the last reader.online/offline event said
     driver: Any = None
+    read_ns: int = 0  # when the last card read reached the gateway (CLOCK_MONOTONIC)
     feedback_fn: Callable[[bool], Awaitable[None]] | None = None
 
     async def feedback(self, granted: bool) -> None:
@@ -101,6 +102,7 @@ class ReaderPort:
             "side": self.side,
             "state": state,
             "fault": self.fault,
+            "read_ns": self.read_ns,
         }
 
 
@@ -201,6 +203,7 @@ class Hardware:
         pins = PinEntry(timeout_ns=int(5e9))
 
         def card(bits: int, bit_count: int, fmt: str) -> None:
+            port.read_ns = reader.bus.last_rx_ns
             try:
                 read = decode_card(Frame(bits, bit_count), frozenset({bit_count}))
             except FrameError as exc:
