@@ -858,7 +858,10 @@ class OsdpBus:
         self._serial: Any = None
         self._fd: int | None = None
         self._splitter = FrameSplitter()
-        self._rx: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+        # Frames (or the port's error) read and not yet taken, and the one waiter:
+        # a plain future, so a reply wakes the exchange in the same loop turn.
+        self._rx: deque[bytes | OSError] = deque()
+        self._rx_waiter: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -951,7 +954,7 @@ class OsdpBus:
         self._serial = port
         self._fd = port.fileno()
         self._splitter.clear()
-        self._rx = asyncio.Queue()  # nothing from the previous port counts
+        self._rx.clear()  # nothing from the previous port counts
         asyncio.get_running_loop().add_reader(self._fd, self._readable)
         return None
 
@@ -989,7 +992,7 @@ class OsdpBus:
             # and let the poll task close the port and retry.
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._fd)
-            self._rx.put_nowait(error)
+            self._push(error)
             return
         self._last_io = time.monotonic()
         for item in self._splitter.feed(data):
@@ -998,7 +1001,7 @@ class OsdpBus:
             else:
                 self.last_rx_ns = time.monotonic_ns()
                 self.frames.append((time.monotonic(), "rx", item))
-                self._rx.put_nowait(item)
+                self._push(item)
 
     async def _transact(self, reader: OsdpReader, frame: bytes) -> Packet | None:
         """Send a frame and wait for the addressed reader's reply (None: timeout)."""
@@ -1008,8 +1011,8 @@ class OsdpBus:
             gap = self._last_io + self.config.interframe_gap_ms / 1000 - time.monotonic()
             if gap > 0:
                 await asyncio.sleep(gap)
-            while not self._rx.empty():  # a late reply to an earlier command
-                stale = self._rx.get_nowait()
+            while self._rx:  # a late reply to an earlier command
+                stale = self._rx.popleft()
                 if isinstance(stale, OSError):
                     raise stale
             self._splitter.clear()
@@ -1024,9 +1027,8 @@ class OsdpBus:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                try:
-                    item = await asyncio.wait_for(self._rx.get(), remaining)
-                except TimeoutError:
+                item = await self._next(remaining)
+                if item is None:
                     return None
                 if isinstance(item, OSError):
                     raise item
@@ -1039,6 +1041,25 @@ class OsdpBus:
                     log.debug("%s: ignored frame %s", self.name, item.hex(" "))
                     continue
                 return packet
+
+    def _push(self, item: bytes | OSError) -> None:
+        self._rx.append(item)
+        waiter = self._rx_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next(self, seconds: float) -> bytes | OSError | None:
+        """The next frame read (or the port's error); None after `seconds`."""
+        if not self._rx:
+            waiter = self._rx_waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(seconds):
+                    await waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._rx_waiter = None
+        return self._rx.popleft()
 
     def _protocol_error(self, what: str) -> None:
         log.warning(

@@ -23,7 +23,7 @@ from drivers.wiegand import Presented
 from edge.cards import pin_hmac
 from edge.config import Config
 from edge.doors import Doors
-from edge.events import USAGE_TYPES, log_line, make_event
+from edge.events import log_line, make_event
 from edge.hardware import Hardware, ReaderPort
 from edge.importer import ImportRefused, commit_ops, stage_snapshot
 from edge.index import dismantle, load_index
@@ -287,6 +287,11 @@ class Gateway:
             st.pending_cards[d.door] = e.await_pin
         elif e.clear_pending:
             st.pending_cards.pop(d.door, None)
+        usage = e.day_pass is not None or (e.guest_entry is not None and d.holder is not None)
+        if before_record is not None and e.first_in is None:
+            # Nothing the door needs is left to apply: let it go before the records are built.
+            before_record(usage)
+            before_record = None
         events.append(
             self._event(
                 "access.granted" if d.granted else "access.denied",
@@ -392,7 +397,6 @@ class Gateway:
                     (d.door, e.first_in.day.isoformat(), e.first_in.window),
                 )
             )
-        usage = any(ev["type"] in USAGE_TYPES for ev in events)
         if before_record is not None:
             before_record(usage)
         future = self._record(events, ops)

@@ -55,6 +55,7 @@ Side = Literal["in", "out"]
 # A reader that has not connected this long after start is reported offline.
 STARTUP_GRACE_S = 3.0
 SUPERVISE_S = 0.5
+TEXT_OUTPUT = 6  # the OSDP capability function code of a text display
 
 
 class HardwareEvents(Protocol):
@@ -198,7 +199,14 @@ class Hardware:
             driver_cfg = rc.model_copy(update={"install_mode": False})
         reader = self.osdp[rc.bus].add_reader(driver_cfg, key)
         port.driver = reader
-        port.feedback_fn = reader.feedback
+
+        async def feedback(granted: bool) -> None:
+            await reader.feedback(granted)
+            level, count = reader.info.capabilities.get(TEXT_OUTPUT, (0, 0))
+            if level and count:  # a reader with a display says it in words too
+                await reader.text("WELCOME" if granted else "ACCESS DENIED", seconds=3)
+
+        port.feedback_fn = feedback
         port.fault = problem or "not connected yet"
         pins = PinEntry(timeout_ns=int(5e9))
 

@@ -24,6 +24,7 @@ DOORS = (
     SimDoor("front", "osdp", "osdp", unlock_seconds=2, held_open_seconds=2, prealarm_seconds=1),
     SimDoor("server-room", "wiegand", exit_button=False),
     SimDoor("office-12", "osdp", exit_button=False, wrong_key=True),
+    SimDoor("room-ada", "osdp", contact=False, exit_button=False, strike="osdp"),
 )
 RESIDENT = "H10306:1000:50001"  # m-1002, resident, billing ok, any hour
 SUSPENDED = "H10301:12:4000"  # m-1003, billing suspended
@@ -81,7 +82,7 @@ def rig(tmp_path: Path, daemon_factory: Any) -> Iterator[Rig]:
             "the secure readers online",
             lambda: all(
                 rig.reader(n)["state"] == "online (secure channel)"
-                for n in ("front-in", "front-out")
+                for n in ("front-in", "front-out", "room-ada-in")
             ),
         )
         yield rig
@@ -92,6 +93,9 @@ def test_osdp_card_with_secure_channel_unlocks_and_shows_green(rig: Rig) -> None
     rig.thread.call(rig.site.badge("front-in", RESIDENT))
     rig.thread.call(rig.site.wait_unlocked("front"))
     wait_for("a green LED", lambda: rig.site.led("front-in") == "green")
+    sim = rig.site.reader("front-in").sim
+    assert sim is not None
+    wait_for("the text", lambda: sim.state.texts and sim.state.texts[-1] == "WELCOME")
     granted = rig.events("access.")[-1]
     assert granted["type"] == "access.granted"
     assert granted["holder"] == "m-1002"
@@ -207,3 +211,22 @@ def test_admin_unlock_and_lockdown_drive_the_strike(rig: Rig) -> None:
     assert not rig.site.unlocked("front")
     types = [e["type"] for e in rig.events("door.")]
     assert types[-2:] == ["door.unlocked", "door.locked"]
+
+
+def test_strike_on_the_readers_own_output(rig: Rig) -> None:
+    sim = rig.site.reader("room-ada-in").sim
+    assert sim is not None
+    wait_for("the locked state written", lambda: sim.state.outputs.get(0) is False)
+    rig.daemon.ctl("door", "unlock", "room-ada", "--seconds", "1")
+    rig.thread.call(rig.site.wait_unlocked("room-ada"))
+    rig.thread.call(rig.site.wait_unlocked("room-ada", False))
+    types = [e["type"] for e in rig.events("door.") if e["door"] == "room-ada"]
+    assert types[-2:] == ["door.unlocked", "door.locked"]
+
+
+def test_tamper_report_is_an_event(rig: Rig) -> None:
+    sim = rig.site.reader("front-out").sim
+    assert sim is not None
+    sim.report_status(tamper=True, power=False)
+    tamper = wait_for("reader.tamper", lambda: rig.events("reader.tamper"))
+    assert tamper[-1]["details"] == {"reader": "front-out", "tamper": True, "power_failure": False}
