@@ -5,9 +5,11 @@ Times are CLOCK_MONOTONIC nanoseconds, which every process on the machine
 shares: the Wiegand sender's edge timestamps, the simulated cable's delivery
 times, the relay board's record of each coil write, and the daemon's own.
 "Gateway" latency runs from the last bit or byte of the credential reaching
-the gateway (the datagram with the last Wiegand edge leaving the simulator;
-the daemon reading the last byte of the OSDP reply, by its own stamp) to the daemon
-sending the strike command (its own stamp, read from `status`). "End to end"
+the gateway (the daemon reading the datagram with the last Wiegand edge, or
+the last byte of the OSDP reply, by its own stamp) to the daemon
+sending the strike command (its own stamp, read from `status`). "From the
+wire" starts earlier, when the datagram or byte left the simulator, so it adds
+the kernel's delivery and the daemon's process waking up. "End to end"
 runs from the presentation at the simulated reader to the simulated board
 applying the command (so it includes the Modbus TCP hop and the board).
 """
@@ -127,18 +129,18 @@ def _run_badges(
     n: int,
     traffic: Traffic | None,
     sock: Path,
-) -> tuple[list[float], list[float], list[float]]:
-    """(gateway ms, end-to-end ms, wire ms) per badge."""
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(gateway ms, end-to-end ms, wire ms, from-the-wire ms) per badge."""
     site = hw.site
     assert site.board is not None
     coil = site.coils[door]
-    gateway, e2e, wire = [], [], []
+    gateway, e2e, wire, from_wire = [], [], [], []
     rng = random.Random(5)
     for k in range(n):
         card = cards[k % len(cards)]
         before = len(site.board.history)
         t0 = time.monotonic_ns()
-        last_ns = hw.call(site.badge(reader, card))
+        hw.call(site.badge(reader, card))
         hw.call(site.wait_unlocked(door), timeout=5)
         on = next(c for c in site.board.history[before:] if c.coil == coil and c.on)
         frame = card_frame(card)
@@ -146,21 +148,22 @@ def _run_badges(
         status = _rpc(sock, "status")["result"]
         sent_ns = next(d for d in status["doors"] if d["id"] == door)["strike"]["command_ns"]
         read_ns = next(r for r in status["readers"] if r["name"] == reader)["read_ns"]
-        if traffic is None:  # Wiegand: from the datagram carrying the last bit
+        gateway.append((sent_ns - read_ns) / 1e6)
+        if traffic is None:  # Wiegand: the frame's own time on the wire
             sender = site.reader(reader).sender
             assert sender is not None
-            gateway.append((sent_ns - max(last_ns, sender.last_sent_ns)) / 1e6)
+            from_wire.append((sent_ns - sender.last_sent_ns) / 1e6)
             wire.append(wire_ns(frame) / 1e6)
         else:
             seen = traffic.last_reply_before(on.ns)
             assert seen is not None
-            _, reply, command = seen
-            gateway.append((sent_ns - read_ns) / 1e6)
+            at, reply, command = seen
+            from_wire.append((sent_ns - at) / 1e6)
             wire.append((len(reply) + len(command)) * site.osdp_link.byte_ns / 1e6)
         e2e.append((on.ns - t0) / 1e6)
         hw.call(site.wait_unlocked(door, False), timeout=5)
         time.sleep(rng.uniform(0.0, 0.03))  # badges do not arrive in step with polls
-    return gateway, e2e, wire
+    return gateway, e2e, wire, from_wire
 
 
 def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str) -> None:
@@ -187,7 +190,7 @@ def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str
                 _run_badges(
                     hw, cards, "front", "front-in", 20, traffic, state / "admin.sock"
                 )  # warm up
-                gw, e2e, wire = _run_badges(
+                gw, e2e, wire, from_wire = _run_badges(
                     hw, cards, "front", "front-in", BADGES, traffic, state / "admin.sock"
                 )
             finally:
@@ -200,6 +203,8 @@ def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str
             badges=len(gw),
             gateway_p50_ms=f"{statistics.median(gw):.2f}",
             gateway_p99_ms=f"{_pct(gw, 0.99):.2f}",
+            from_wire_p50_ms=f"{statistics.median(from_wire):.2f}",
+            from_wire_p99_ms=f"{_pct(from_wire, 0.99):.2f}",
             end_to_end_p50_ms=f"{statistics.median(e2e):.1f}",
             end_to_end_p99_ms=f"{_pct(e2e, 0.99):.1f}",
             wire_ms=f"{floor:.1f}",
@@ -237,7 +242,7 @@ def bench_osdp_bus(members: int, state_for: Callable[[str], Path], base_config: 
                 (b - a) / 1e6 for times in by_addr.values() for a, b in itertools.pairwise(times)
             ]
             # The "front" door only: the others' doors in the config are not in the site document.
-            _, e2e, _ = _run_badges(
+            _, e2e, _, _ = _run_badges(
                 hw, cards, "front", "front-in", badges, traffic, state / "admin.sock"
             )
         finally:
@@ -303,8 +308,8 @@ def _samples(
             out.append((stamp[0] - t0) / 1e6)
         else:
             lost += 1
-            if lost > n // 10:
-                raise RuntimeError(f"{lost} card events lost")
+            if lost >= 5:  # the control panel has given up on the reader (libosdp: 300 s)
+                break
     return out, lost
 
 
@@ -384,6 +389,7 @@ def bench_osdp_vs_libosdp() -> None:
         ours_p99_ms=f"{_pct(mine, 0.99):.1f}",
         libosdp_p50_ms=f"{statistics.median(theirs):.1f}",
         libosdp_p99_ms=f"{_pct(theirs, 0.99):.1f}",
+        libosdp_samples=len(theirs),
         ratio_p99=f"{_pct(mine, 0.99) / _pct(theirs, 0.99):.2f}",
         ours_lost=my_lost,
         libosdp_lost=their_lost,

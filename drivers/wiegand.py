@@ -383,6 +383,7 @@ class SocketEdgeSource:
     def __init__(self, path: str) -> None:
         self.path = path
         self._sock: socket.socket | None = None
+        self.last_rx_ns = 0  # when the last datagram was read (CLOCK_MONOTONIC)
 
     async def start(self, on_edges: Callable[[list[Edge]], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -398,6 +399,7 @@ class SocketEdgeSource:
                     data = sock.recv(65536)
                 except BlockingIOError:
                     return
+                self.last_rx_ns = time.monotonic_ns()
                 size = self.RECORD.size
                 batch = [
                     Edge(1 if line else 0, ns)
@@ -470,6 +472,7 @@ class WiegandReader:
         self.pin = PinEntry(timeout_ns=pin_timeout_ns)
         self.indicator = indicator
         self.frames = 0
+        self.last_edge_ns = 0  # the kernel's timestamp of the last edge read
         self.refused: dict[str, int] = {}
         self.last_problem: str | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -488,6 +491,8 @@ class WiegandReader:
             await self.indicator.show(granted)
 
     def _edges(self, batch: list[Edge]) -> None:
+        if batch:
+            self.last_edge_ns = batch[-1].ns
         for edge in batch:
             done = self.assembler.feed(edge)
             if done is not None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from drivers.wiegand import Presented
@@ -96,11 +96,15 @@ class StrikeDriver:
             self.energised = energise
 
 
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
 class DoorController:
-    def __init__(self, door: str, hw: DoorHardware | None, emit: Emit) -> None:
+    def __init__(self, door: str, hw: DoorHardware | None, emit: Emit, spawn: Spawn) -> None:
         self.door = door
         self.hw = hw
         self.emit = emit
+        self.spawn = spawn
         timing = DoorTiming()
         if hw is not None:
             timing = DoorTiming(
@@ -157,7 +161,10 @@ class DoorController:
                 extra = " ".join(f"{k}={v}" for k, v in out.details.items())
                 log.info("door %s: %s%s", self.door, out.value, f" ({extra})" if extra else "")
             elif out.kind == "feedback":
+                # The held-open pre-alarm: the door's readers show red and beep.
                 log.warning("door %s: %s", self.door, out.value)
+                for r in self.readers:
+                    self.spawn(r.feedback(False), f"reader[{r.name}].prealarm")
         self._arm()
 
     def _arm(self) -> None:
@@ -228,8 +235,9 @@ class Doors:
         self.emit = emit
         self.controllers: dict[str, DoorController] = {}
         self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         for door_id, hw in config.doors.items():
-            ctl = DoorController(door_id, hw, emit)
+            ctl = DoorController(door_id, hw, emit, self.spawn)
             self.controllers[door_id] = ctl
             if hardware is not None:
                 self._wire(ctl, hw, hardware)
@@ -252,8 +260,14 @@ class Doors:
     def controller(self, door: str) -> DoorController:
         ctl = self.controllers.get(door)
         if ctl is None:
-            ctl = self.controllers[door] = DoorController(door, None, self.emit)
+            ctl = self.controllers[door] = DoorController(door, None, self.emit, self.spawn)
         return ctl
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a short job (reader feedback) as a task that stop() can cancel."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, sync: Callable[[], None]) -> None:
         for ctl in self.controllers.values():
@@ -272,6 +286,9 @@ class Doors:
             ctl.stop()
             if ctl.strike is not None:
                 await ctl.strike.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @staticmethod
     async def _every_second(sync: Callable[[], None]) -> None:
@@ -300,8 +317,7 @@ class Doors:
         if granted:
             self.controller(door).grant(extended)
         if port is not None:
-            task = asyncio.ensure_future(port.feedback(granted))
-            task.set_name(f"reader[{port.name}].feedback")
+            self.spawn(port.feedback(granted), f"reader[{port.name}].feedback")
 
     def admin_unlock(self, door: str, seconds: float, by: str) -> None:
         ctl = self.controller(door)

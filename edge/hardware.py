@@ -258,10 +258,17 @@ class Hardware:
         indicator = None
         if rc.edges == "gpiod" and (rc.led_line is not None or rc.beeper_line is not None):
             indicator = GpiodIndicator(rc.chip, rc.led_line, rc.beeper_line)
+
+        def presented(p: Presented) -> None:
+            # When the last bit reached the gateway: the datagram's arrival from the
+            # simulator, the kernel's timestamp of the edge on GPIO.
+            port.read_ns = getattr(source, "last_rx_ns", 0) or reader.last_edge_ns
+            self.events.presented(port, p)
+
         reader = WiegandReader(
             port.name,
             source,
-            lambda p: self.events.presented(port, p),
+            presented,
             gap_ns=int(rc.frame_gap_ms * 1e6),
             raw_lengths=frozenset(rc.raw_lengths),
             pin_timeout_ns=int(rc.pin_timeout_s * 1e9),

@@ -12,8 +12,11 @@ libosdp `PeripheralDevice`; it records the commands it gets (LED, buzzer,
 text, outputs, new keys) so tests can observe them, and it presents cards and
 keys through libosdp's event API.
 
-Threads: libosdp's Python `PeripheralDevice.start()` runs one refresh thread
-per reader (named "pd"); `SimOsdpBus.stop()` stops and joins every one of them.
+Threads: one per simulated bus ("sim-osdp"), which refreshes every reader on
+it as soon as bytes arrive (and every 2 ms otherwise), as a reader's firmware
+would on a UART interrupt; libosdp's own `PeripheralDevice.start()` thread
+sleeps 20 ms between refreshes, so its replies would take up to 20 ms.
+`SimOsdpBus.stop()` joins the thread.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import termios
 import threading
 import tty
@@ -240,17 +244,26 @@ class SimReader:
             wire.channels.append(channel)
             channel.active = True
         self._channel = channel
+        # The bus's thread refreshes the device (see SimOsdpBus); libosdp's own
+        # refresh thread would sleep 20 ms between refreshes, which no reader does.
+        pd.lock = threading.Lock()
         self._pd = pd
-        pd.start()
+
+    def _refresh(self) -> None:
+        pd = self._pd
+        if pd is not None:
+            with pd.lock:
+                pd.ctx.refresh()
 
     def _stop(self, wire: _Wire) -> None:
-        if self._pd is None:
+        pd = self._pd
+        if pd is None:
             return
-        self._pd.stop()  # sets the stop event and joins the refresh thread
+        with pd.lock:  # a refresh in progress finishes first
+            self._pd = None
         with wire.lock:
             if self._channel in wire.channels:
                 wire.channels.remove(self._channel)
-        self._pd = None
         self._channel = None
 
     def _submit(self, event: dict[str, Any]) -> None:
@@ -290,10 +303,23 @@ class SimReader:
 class SimOsdpBus:
     """Simulated readers sharing one bus end (a device path such as `SerialLink.b`)."""
 
+    # Between refreshes with nothing on the line (libosdp's timers need ticks too).
+    IDLE_REFRESH_S = 0.002
+
     def __init__(self, port: str, readers: list[SimReader]) -> None:
         self.port = port
         self.readers = {r.address: r for r in readers}
         self._wire: _Wire | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def _run(self, wire: _Wire) -> None:
+        """Refresh every reader as soon as bytes arrive, as firmware on a UART interrupt."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                select.select([wire.fd], [], [], self.IDLE_REFRESH_S)
+            for reader in list(self.readers.values()):
+                reader._refresh()
 
     async def start(self) -> None:
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -303,14 +329,21 @@ class SimOsdpBus:
         self._wire = _Wire(fd)
         for reader in self.readers.values():
             reader._start(self._wire)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, args=(self._wire,), name="sim-osdp")
+        self._thread.start()
 
     async def stop(self) -> None:
         """Power the readers off: stop and join their threads, close the line."""
         wire, self._wire = self._wire, None
         if wire is None:
             return
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         for reader in self.readers.values():
-            await asyncio.to_thread(reader._stop, wire)
+            reader._stop(wire)
         with contextlib.suppress(OSError):
             os.close(wire.fd)
 

@@ -52,6 +52,7 @@ class SimDoor:
     strike: Literal["modbus", "osdp"] = "modbus"  # "osdp": the in reader's output 0
     fail_mode: Literal["secure", "safe"] = "secure"
     wrong_key: bool = False  # the in reader holds another key than the gateway's
+    factory_key: bool = False  # the in reader is new: the gateway must enrol it
     unlock_seconds: float = 3
     held_open_seconds: float = 20
     prealarm_seconds: float = 5
@@ -156,8 +157,10 @@ class SimSite:
         sims = []
         for r in self.readers.values():
             if r.kind == "osdp":
-                wrong = self.doors[r.door].wrong_key and r.side == "in"
-                r.sim = SimReader(r.address, r.key, wrong_key=wrong, name=r.name)
+                door = self.doors[r.door]
+                wrong = door.wrong_key and r.side == "in"
+                new = door.factory_key and r.side == "in"
+                r.sim = SimReader(r.address, None if new else r.key, wrong_key=wrong, name=r.name)
                 sims.append(r.sim)
             else:
                 assert r.socket is not None
@@ -185,8 +188,11 @@ class SimSite:
     def provision(self, state_dir: Path) -> None:
         """Store each OSDP reader's key where the gateway looks for it."""
         for r in self.readers.values():
-            if r.kind == "osdp":
+            if r.kind == "osdp" and not self._factory(r):
                 write_secret(state_dir, f"osdp-{r.name}", r.key.hex().encode())
+
+    def _factory(self, r: _Reader) -> bool:
+        return self.doors[r.door].factory_key and r.side == "in"
 
     def config(self) -> str:
         """The `[buses]`, `[readers]` and `[doors]` sections for this site (after start)."""
@@ -223,6 +229,8 @@ class SimSite:
                     f"address = {r.address}",
                     f'key = "osdp-{r.name}"',
                 ]
+                if self._factory(r):
+                    lines.append("install_mode = true")
             else:
                 lines += ['type = "wiegand"', 'edges = "socket"', f'socket = "{r.socket}"']
                 if self.wiegand_formats is not None:

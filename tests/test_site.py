@@ -25,6 +25,7 @@ DOORS = (
     SimDoor("server-room", "wiegand", exit_button=False),
     SimDoor("office-12", "osdp", exit_button=False, wrong_key=True),
     SimDoor("room-ada", "osdp", contact=False, exit_button=False, strike="osdp"),
+    SimDoor("lobby", "osdp", contact=False, exit_button=False, factory_key=True),
 )
 RESIDENT = "H10306:1000:50001"  # m-1002, resident, billing ok, any hour
 SUSPENDED = "H10301:12:4000"  # m-1003, billing suspended
@@ -163,6 +164,8 @@ def test_door_left_open_raises_held_open(rig: Rig) -> None:
     rig.thread.call(rig.site.badge("front-in", RESIDENT))
     rig.thread.call(rig.site.wait_unlocked("front"))
     rig.thread.do(rig.site.open_door, "front")
+    # The pre-alarm (1 s before) turns the door's readers red.
+    wait_for("the pre-alarm", lambda: rig.site.led("front-in") == "red")
     held = wait_for("door.held_open", lambda: rig.events("door.held_open"), timeout=10)
     assert held[-1]["door"] == "front"
     assert rig.door("front")["state"].endswith("HELD OPEN")
@@ -230,3 +233,18 @@ def test_tamper_report_is_an_event(rig: Rig) -> None:
     sim.report_status(tamper=True, power=False)
     tamper = wait_for("reader.tamper", lambda: rig.events("reader.tamper"))
     assert tamper[-1]["details"] == {"reader": "front-out", "tamper": True, "power_failure": False}
+
+
+def test_install_mode_enrols_a_new_reader_with_a_key_of_its_own(rig: Rig) -> None:
+    sim = rig.site.reader("lobby-in").sim
+    assert sim is not None
+    key_file = rig.daemon.state_dir / "secrets" / "osdp-lobby-in"
+    wait_for("the key installed", lambda: key_file.exists() and sim.state.keys)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = bytes.fromhex(key_file.read_text())
+    assert sim.state.keys == [key]
+    assert key != rig.site.reader("lobby-in").key  # random, not anything the site chose
+    wait_for(
+        "back on the new key",
+        lambda: rig.reader("lobby-in")["state"] == "online (secure channel)" and sim.sc_active,
+    )
