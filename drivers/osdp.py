@@ -440,7 +440,7 @@ class OsdpBusConfig(BaseModel):
     type: Literal["osdp"]
     port: str  # e.g. /dev/serial/by-id/usb-FTDI_...-if00-port0
     baudrate: int = Field(default=115200, gt=0)
-    interframe_gap_ms: float = Field(default=2.0, ge=0)
+    interframe_gap_ms: float = Field(default=0.0, ge=0)
     reply_timeout_ms: int = Field(default=200, gt=0)
     offline_after_misses: int = Field(default=3, ge=1)
     retry_max_ms: int = Field(default=5000, gt=0)  # backoff cap for offline readers
@@ -489,6 +489,7 @@ ReaderState = Literal["offline", "online", "secure"]
 # Wire time allowed for a reply beside the reply timeout (a card read with the
 # secure channel is about 40 bytes; text and capability replies are longer).
 REPLY_ALLOWANCE_BYTES = 128
+COMMANDS_PER_TURN = 4
 SC_FAILED = "secure channel failed (wrong key?)"
 
 
@@ -614,9 +615,15 @@ class OsdpReader:
         try:
             if self.state == "offline":
                 await self._connect()
-            elif self._pending:
+                return
+            # Queued commands (feedback, outputs) go first, a few per turn, and the
+            # turn still ends with a poll: a card read waits at most one cycle,
+            # not one cycle per command (LED, buzzer and text after each badge).
+            for _ in range(COMMANDS_PER_TURN):
+                if not self._pending or self.state == "offline":
+                    break
                 await self._run_pending()
-            else:
+            if self.state != "offline":
                 reply = await self._exchange(Cmd.POLL)
                 self._dispatch(reply)
         except _Offline as exc:
