@@ -620,14 +620,18 @@ class OsdpReader:
             # turn still ends with a poll: a card read waits at most one cycle,
             # not one cycle per command (LED, buzzer and text after each badge).
             for _ in range(COMMANDS_PER_TURN):
-                if not self._pending or self.state == "offline":
+                if not self._pending or self._is_offline():
                     break
                 await self._run_pending()
-            if self.state != "offline":
+            if not self._is_offline():
                 reply = await self._exchange(Cmd.POLL)
                 self._dispatch(reply)
         except _Offline as exc:
             self._go_offline(str(exc))
+
+    def _is_offline(self) -> bool:
+        # A method, not a comparison in place: commands can take the reader offline.
+        return self.state == "offline"
 
     async def _connect(self) -> None:
         self._sqn = 0  # sequence 0 tells the PD to start afresh (and drop any session)

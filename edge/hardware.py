@@ -46,7 +46,7 @@ from edge.config import (
     OsdpStrike,
     WiegandReaderSection,
 )
-from edge.secrets import SecretError, read_secret, secrets_dir, write_secret
+from edge.secrets import SecretError, read_secret, secret_path, write_secret
 
 log = logging.getLogger("edge.hardware")
 
@@ -179,12 +179,12 @@ class Hardware:
         if raw is None:
             if rc.install_mode:
                 return None, None
-            where = secrets_dir(self.state_dir) / key_name
+            where = secret_path(self.state_dir, key_name)
             return None, f"key file {where} is not provisioned (see docs/hardware.md)"
         try:
             return parse_scbk(raw), None
         except ValueError as exc:
-            return None, f"{secrets_dir(self.state_dir) / key_name}: {exc}"
+            return None, f"{secret_path(self.state_dir, key_name)}: {exc}"
 
     def _build_osdp(self, port: ReaderPort, rc: OsdpReaderSection) -> None:
         key, problem = self._osdp_key(port.name, rc)

@@ -1,7 +1,9 @@
 """Secrets are files, never config values and never logged.
 
-They live in `$CREDENTIALS_DIRECTORY` when systemd provides one
-(`LoadCredential=`), else in `<state_dir>/secrets/`.
+They are read from `$CREDENTIALS_DIRECTORY` when systemd provides one
+(`LoadCredential=`), then from `<state_dir>/secrets/`. Secrets the gateway
+makes itself (an OSDP reader's key, enrolled in install mode) are written to
+`<state_dir>/secrets/`: the credentials directory is read-only.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ class SecretError(Exception):
     pass
 
 
-def secrets_dir(state_dir: Path) -> Path:
+def secret_path(state_dir: Path, name: str) -> Path:
+    """Where the secret is read from: the credentials directory if it has it."""
     env = os.environ.get("CREDENTIALS_DIRECTORY")
-    return Path(env) if env else state_dir / "secrets"
+    if env and (Path(env) / name).exists():
+        return Path(env) / name
+    return state_dir / "secrets" / name
 
 
 def read_secret(state_dir: Path, name: str) -> bytes | None:
     """The secret's bytes, or None when it is not provisioned."""
-    path = secrets_dir(state_dir) / name
+    path = secret_path(state_dir, name)
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
@@ -50,14 +55,14 @@ def load_pin_key(state_dir: Path) -> bytes | None:
         key = b""
     if len(key) != 32:
         raise SecretError(
-            f"{secrets_dir(state_dir) / 'pin_key'}: expected 64 hex characters (a 32-byte key)"
+            f"{secret_path(state_dir, 'pin_key')}: expected 64 hex characters (a 32-byte key)"
         )
     return key
 
 
 def write_secret(state_dir: Path, name: str, data: bytes) -> Path:
-    """Create a secret readable by its owner only (used by provisioning tools)."""
-    directory = secrets_dir(state_dir)
+    """Create a secret readable by its owner only, in `<state_dir>/secrets/`."""
+    directory = state_dir / "secrets"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
