@@ -626,6 +626,9 @@ class OsdpReader:
             if not self._is_offline():
                 reply = await self._exchange(Cmd.POLL)
                 self._dispatch(reply)
+                if reply.code in (Reply.RAW, Reply.KEYPAD):
+                    # Let what the read set off (a strike) run before the next exchange.
+                    await asyncio.sleep(0)
         except _Offline as exc:
             self._go_offline(str(exc))
 

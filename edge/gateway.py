@@ -288,6 +288,7 @@ class Gateway:
         elif e.clear_pending:
             st.pending_cards.pop(d.door, None)
         usage = e.day_pass is not None or (e.guest_entry is not None and d.holder is not None)
+        opened = before_record is not None and not usage
         if before_record is not None and e.first_in is None:
             # Nothing the door needs is left to apply: let it go before the records are built.
             before_record(usage)
@@ -399,8 +400,15 @@ class Gateway:
             )
         if before_record is not None:
             before_record(usage)
-        future = self._record(events, ops)
-        return future if usage else None
+        if usage:
+            return self._record(events, ops)
+        if opened:
+            # The door is already on its way: the records follow on the next turn of
+            # the loop, after the strike's task has sent its command.
+            asyncio.get_running_loop().call_soon(self._record, events, ops)
+        else:
+            self._record(events, ops)
+        return None
 
     # --- events ------------------------------------------------------------------
 

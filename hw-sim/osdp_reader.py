@@ -13,7 +13,7 @@ text, outputs, new keys) so tests can observe them, and it presents cards and
 keys through libosdp's event API.
 
 Threads: one per simulated bus ("sim-osdp"), which refreshes every reader on
-it as soon as bytes arrive (and every 2 ms otherwise), as a reader's firmware
+it as soon as bytes arrive (and every 10 ms otherwise), as a reader's firmware
 would on a UART interrupt; libosdp's own `PeripheralDevice.start()` thread
 sleeps 20 ms between refreshes, so its replies would take up to 20 ms.
 `SimOsdpBus.stop()` joins the thread.
@@ -304,7 +304,7 @@ class SimOsdpBus:
     """Simulated readers sharing one bus end (a device path such as `SerialLink.b`)."""
 
     # Between refreshes with nothing on the line (libosdp's timers need ticks too).
-    IDLE_REFRESH_S = 0.002
+    IDLE_REFRESH_S = 0.01
 
     def __init__(self, port: str, readers: list[SimReader]) -> None:
         self.port = port
