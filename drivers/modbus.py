@@ -44,6 +44,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, Modbu
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from drivers.aio import cancel_and_wait
+
 log = logging.getLogger("drivers.modbus")
 
 # --- configuration ---------------------------------------------------------------------
@@ -295,7 +297,7 @@ class ModbusBus:
             return
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
         assert self._lock is not None
         async with self._lock:  # let a request in flight finish
             self._close_client()
@@ -582,20 +584,6 @@ class ModbusBus:
             self._rx_pending = b""
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel a task and wait for its end, cancelling again if it goes on.
-
-    On Python 3.11, asyncio.wait_for (which pymodbus awaits each answer with)
-    returns the answer instead of raising CancelledError when the answer and
-    the cancellation arrive in the same loop iteration, so a single cancel can
-    be lost and the task would poll on: https://github.com/python/cpython/issues/86296
-    (fixed in 3.12).
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.1)
-
-
 def _diagnose_port(port: str) -> str:
     try:
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -675,7 +663,7 @@ class InputPoller:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         period_ns = self.poll.period_ms * 1_000_000

@@ -45,6 +45,8 @@ import serial  # type: ignore[import-untyped]  # pyserial ships no type hints
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.aio import cancel_and_wait
+
 log = logging.getLogger("drivers.osdp")
 
 SOM = 0x53
@@ -900,11 +902,8 @@ class OsdpBus:
         self._task = asyncio.create_task(self._run(), name=f"osdp[{self.name}].poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self._close_port()
         for reader in self.readers.values():
             reader._stopped()

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -49,6 +50,14 @@ def _identifier(v: str) -> str:
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+def _as_tuple(v: object) -> object:
+    # TOML arrays arrive as lists; strict mode wants the tuple the field declares.
+    return tuple(v) if isinstance(v, list) else v
+
+
+ListOf = BeforeValidator(_as_tuple)
 
 
 class SiteConfig(_Section):
@@ -93,12 +102,7 @@ class AccessConfig(_Section):
     max_unlock_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     # Holders (member or guest ids) whose grants unlock for a door's
     # `extended_unlock_seconds`: people who need longer to get through.
-    extended_unlock: tuple[Identifier, ...] = ()
-
-    @field_validator("extended_unlock", mode="before")
-    @classmethod
-    def _tuple(cls, v: object) -> object:
-        return tuple(v) if isinstance(v, list) else v
+    extended_unlock: Annotated[tuple[Identifier, ...], ListOf] = ()
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> AccessConfig:
@@ -154,14 +158,14 @@ class WiegandReaderSection(_Section):
     # The card formats of the site's cards. Frames of other lengths are refused,
     # and a frame as long as the longest accepted one is decided at its last bit
     # instead of after the gap: with ["H10301"] only, 26-bit cards open ~25 ms sooner.
-    card_formats: tuple[Literal["H10301", "H10306", "C1000", "H10304"], ...] = (
+    card_formats: Annotated[tuple[Literal["H10301", "H10306", "C1000", "H10304"], ...], ListOf] = (
         "H10301",
         "H10306",
         "C1000",
         "H10304",
     )
     # Frame lengths accepted as raw card numbers beside the known formats.
-    raw_lengths: tuple[Annotated[int, Field(ge=8, le=128)], ...] = ()
+    raw_lengths: Annotated[tuple[Annotated[int, Field(ge=8, le=128)], ...], ListOf] = ()
     # A PIN being typed is forgotten after this many seconds without a key.
     pin_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
 
@@ -169,11 +173,6 @@ class WiegandReaderSection(_Section):
     @classmethod
     def _path(cls, v: object) -> object:
         return Path(v) if isinstance(v, str) else v
-
-    @field_validator("raw_lengths", "card_formats", mode="before")
-    @classmethod
-    def _tuple(cls, v: object) -> object:
-        return tuple(v) if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _source(self) -> WiegandReaderSection:
@@ -232,8 +231,8 @@ class ExitInput(_Section):
 class DoorHardware(_Section):
     """One door's readers, strike and inputs; the key is the cloud's door id."""
 
-    in_readers: tuple[Identifier, ...] = ()
-    out_readers: tuple[Identifier, ...] = ()
+    in_readers: Annotated[tuple[Identifier, ...], ListOf] = ()
+    out_readers: Annotated[tuple[Identifier, ...], ListOf] = ()
     strike: StrikeConfig | None = None
     # "secure": the strike is energised to unlock (locked when power fails);
     # "safe": energised to lock, as a magnetic lock (unlocked when power fails).
@@ -246,11 +245,6 @@ class DoorHardware(_Section):
     held_open_seconds: Annotated[float, Field(gt=0, le=86400)] = 30
     prealarm_seconds: Annotated[float, Field(ge=0, le=86400)] = 10
     relock_on_close: bool = True
-
-    @field_validator("in_readers", "out_readers", mode="before")
-    @classmethod
-    def _tuple(cls, v: object) -> object:
-        return tuple(v) if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _times(self) -> DoorHardware:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
+from drivers.aio import cancel_and_wait
 from drivers.wiegand import Presented
 from edge.config import Config, DoorHardware
 from edge.door import DoorMachine, DoorTiming, Output
@@ -63,11 +64,8 @@ class StrikeDriver:
         self._task = asyncio.create_task(self._run(), name=f"door[{door}].strike")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         failures = 0
@@ -277,11 +275,8 @@ class Doors:
         self._task = asyncio.create_task(self._every_second(sync), name="doors.schedule")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for ctl in self.controllers.values():
             ctl.stop()
             if ctl.strike is not None:

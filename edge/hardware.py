@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from drivers.aio import cancel_and_wait
 from drivers.modbus import InputPoller, ModbusBus, ModbusError, ModbusPoll
 from drivers.osdp import OsdpBus, OsdpCommandError, OsdpReader, parse_scbk
 from drivers.wiegand import (
@@ -371,10 +372,7 @@ class Hardware:
             return
         self._started = False
         for task in (self._wiegand_retry, self._supervisor):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
