@@ -139,6 +139,7 @@ def _run_badges(
     for k in range(n):
         card = cards[k % len(cards)]
         before = len(site.board.history)
+        texts = len(site.reader(reader).sim.state.texts) if site.reader(reader).sim else 0
         t0 = time.monotonic_ns()
         hw.call(site.badge(reader, card))
         hw.call(site.wait_unlocked(door), timeout=5)
@@ -162,6 +163,11 @@ def _run_badges(
             wire.append((len(reply) + len(command)) * site.osdp_link.byte_ns / 1e6)
         e2e.append((on.ns - t0) / 1e6)
         hw.call(site.wait_unlocked(door, False), timeout=5)
+        sim = site.reader(reader).sim
+        if sim is not None:  # the reader shows its feedback before the next person badges
+            deadline = time.monotonic() + 2
+            while len(sim.state.texts) < texts + 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.03))  # badges do not arrive in step with polls
     return gateway, e2e, wire, from_wire
 
