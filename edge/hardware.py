@@ -83,6 +83,7 @@ class ReaderPort:
     reported_online: bool | None = None  # as the last reader.online/offline event said
     driver: Any = None
     read_ns: int = 0  # when the last card read reached the gateway (CLOCK_MONOTONIC)
+    where: str = ""  # what the driver opens, for messages
     feedback_fn: Callable[[bool], Awaitable[None]] | None = None
 
     async def feedback(self, granted: bool) -> None:
@@ -252,10 +253,12 @@ class Hardware:
         if rc.edges == "socket":
             assert rc.socket is not None
             source = SocketEdgeSource(str(rc.socket))
+            port.where = f"socket {rc.socket}"
         else:
             assert rc.d0 is not None
             assert rc.d1 is not None
             source = GpiodEdgeSource(rc.chip, rc.d0, rc.d1)
+            port.where = f"{rc.chip} lines {rc.d0} (D0) and {rc.d1} (D1)"
         indicator = None
         if rc.edges == "gpiod" and (rc.led_line is not None or rc.beeper_line is not None):
             indicator = GpiodIndicator(rc.chip, rc.led_line, rc.beeper_line)
@@ -326,7 +329,8 @@ class Hardware:
         try:
             await port.driver.start()
         except Exception as exc:  # a missing chip, a busy line, a bad socket path
-            port.fault = f"cannot open its lines: {exc}"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            port.fault = f"cannot open {port.where}: {reason}"
             log.error("%s: %s", port.name, port.fault)
             with contextlib.suppress(Exception):
                 await port.driver.stop()

@@ -344,6 +344,23 @@ def test_example_config_runs_as_is(daemon_factory: Any) -> None:
     assert status["site"] is None  # nothing imported yet; decisions are served anyway
     r = d.ctl("decide", "--door", "front", "--card", "H10301:12:3456", "--json", check=False)
     assert json.loads(r.stdout)["reason"] == "no_site"
+    # Its hardware is not on this machine: every device is a fault in words, not a crash.
+    buses = {b["name"]: b for b in status["buses"]}
+    assert buses["relays"]["state"] == "offline"
+    assert "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0" in buses["relays"]["fault"]
+    readers = {r["name"]: r for r in status["readers"]}
+    assert readers["front-in"]["state"] == "offline"
+    assert "key file" in readers["front-in"]["fault"]  # no key provisioned for it here
+    assert readers["server-room"]["fault"] == (
+        "cannot open /dev/gpiochip0 lines 17 (D0) and 27 (D1): No such file or directory"
+    )
+    doors = {door["id"]: door for door in status["doors"]}
+    assert doors["front"]["fault"].startswith(
+        "strike not switched: relays: port /dev/serial/by-id/usb-1a86_USB_Serial-if00-port0 "
+        "not found; door contact not read: "
+    )
+    text = d.ctl("status").stdout
+    assert "FAULT:" in text
     assert d.stop() == 0
 
 

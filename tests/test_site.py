@@ -248,3 +248,32 @@ def test_install_mode_enrols_a_new_reader_with_a_key_of_its_own(rig: Rig) -> Non
         "back on the new key",
         lambda: rig.reader("lobby-in")["state"] == "online (secure channel)" and sim.sc_active,
     )
+
+
+def test_strike_on_a_modbus_rtu_board_over_rs485(tmp_path: Path, daemon_factory: Any) -> None:
+    """The same door with its relay board on a simulated RS-485 line (RTU at 19,200 baud)."""
+    work = tmp_path / "rtu"
+    work.mkdir()
+    door = SimDoor("front", "osdp", None, exit_button=False, unlock_seconds=1)
+    site = SimSite(work, [door], modbus="rtu", modbus_baudrate=19200)
+    with SiteThread(site) as thread:
+        daemon = daemon_factory('[site]\nid = "mitte"\n' + site.config())
+        site.provision(daemon.state_dir)
+        daemon.start()
+        doc, _ = example_site(reference_monday(date.today()))
+        snapshot = tmp_path / "site.json"
+        snapshot.write_text(json.dumps(doc))
+        daemon.ctl("import", str(snapshot))
+        rig = Rig(site, thread, daemon)
+        wait_for("online", lambda: rig.reader("front-in")["state"] == "online (secure channel)")
+        assert {b["name"]: b["state"] for b in daemon.ctl_json("status")["buses"]} == {
+            "sim-osdp": "online",
+            "sim-io": "online",
+        }
+        thread.call(site.badge("front-in", RESIDENT))
+        thread.call(site.wait_unlocked("front"))
+        thread.do(site.open_door, "front")
+        wait_for("open", lambda: rig.door("front")["state"].endswith(", open"))
+        thread.do(site.close_door, "front")
+        thread.call(site.wait_unlocked("front", False))
+        daemon.stop()
