@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 
-from common import _rpc, percentile, result, stop_daemon
+from common import percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
 
 from edge.cards import card_key, raw_key
@@ -121,35 +121,6 @@ def presentations(members: int, n: int, seed: int = 7) -> list[Presentation]:
 # --- daemon helpers -------------------------------------------------------------------
 
 
-def start_daemon(state: Path) -> tuple[subprocess.Popen[bytes], float]:
-    config = state / "bench.toml"
-    config.write_text(CONFIG)
-    sock = state / "admin.sock"
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}")
-        try:
-            if _rpc(sock, "status")["result"]["ready"]:
-                return proc, time.monotonic() - started
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.005)
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,7 +156,7 @@ def bench_decide() -> None:
 def bench_start() -> None:
     for members, per in SIZES.items():
         state = fresh_copy(members, "start")
-        proc, seconds = start_daemon(state)
+        proc, seconds = start_daemon(state, CONFIG)
         try:
             rss = rss_mb(proc.pid)
         finally:
@@ -203,7 +174,7 @@ def bench_import() -> None:
     members = 100_000
     state = fresh_copy(members, "import")
     document = snapshot(members)
-    proc, _ = start_daemon(state)
+    proc, _ = start_daemon(state, CONFIG)
     sock = state / "admin.sock"
     latencies: list[float] = []
     done = threading.Event()

@@ -22,8 +22,6 @@ import itertools
 import os
 import random
 import statistics
-import subprocess
-import sys
 import termios
 import threading
 import time
@@ -33,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import _rpc, result, stop_daemon
+from common import _rpc, percentile, result, start_daemon, stop_daemon
 
 from drivers.osdp import FrameSplitter, OsdpBus, OsdpBusConfig, OsdpReaderConfig
 from drivers.wiegand import Frame
@@ -45,11 +43,6 @@ from hwsim.site import SimDoor, SimSite, SiteThread, card_frame
 from hwsim.wiegand import wire_ns
 
 BADGES = int(os.environ.get("BENCH_BADGES", "1000"))
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
 def granted_cards(state: Path, members: int, want: int = 300) -> list[str]:
@@ -95,30 +88,11 @@ class Traffic:
         return None
 
 
-def _start_daemon(config: str, state: Path) -> subprocess.Popen[bytes]:
-    path = state / "bench-doors.toml"
-    path.write_text(config)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(path), "--state-dir", str(state)],
-        stderr=subprocess.DEVNULL,
+def _readers_online(status: dict[str, Any]) -> bool:
+    readers = status["readers"]
+    return bool(
+        status["ready"] and readers and all(r["state"].startswith("online") for r in readers)
     )
-    sock = state / "admin.sock"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}")
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            status = _rpc(sock, "status")["result"]
-            readers = status["readers"]
-            if (
-                status["ready"]
-                and readers
-                and all(r["state"].startswith("online") for r in readers)
-            ):
-                return proc
-        time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("the daemon's readers did not come online")
 
 
 def _run_badges(
@@ -168,7 +142,7 @@ def _run_badges(
             deadline = time.monotonic() + 2
             while len(sim.state.texts) < texts + 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.03))  # badges do not arrive in step with polls
+        time.sleep(rng.uniform(0.0, 0.1))  # over a poll cycle: badges fall at any phase
     return gateway, e2e, wire, from_wire
 
 
@@ -191,7 +165,7 @@ def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str
             site.osdp_link.observer = traffic.observe
         with SiteThread(site) as hw:
             site.provision(state)
-            proc = _start_daemon(base_config + "\n" + site.config(), state)
+            proc, _ = start_daemon(state, base_config + "\n" + site.config(), _readers_online)
             try:
                 _run_badges(
                     hw, cards, "front", "front-in", 20, traffic, state / "admin.sock"
@@ -208,13 +182,13 @@ def bench_badge(members: int, state_for: Callable[[str], Path], base_config: str
             members=members,
             badges=len(gw),
             gateway_p50_ms=f"{statistics.median(gw):.2f}",
-            gateway_p99_ms=f"{_pct(gw, 0.99):.2f}",
+            gateway_p99_ms=f"{percentile(gw, 0.99):.2f}",
             from_wire_p50_ms=f"{statistics.median(from_wire):.2f}",
-            from_wire_p99_ms=f"{_pct(from_wire, 0.99):.2f}",
+            from_wire_p99_ms=f"{percentile(from_wire, 0.99):.2f}",
             end_to_end_p50_ms=f"{statistics.median(e2e):.1f}",
-            end_to_end_p99_ms=f"{_pct(e2e, 0.99):.1f}",
+            end_to_end_p99_ms=f"{percentile(e2e, 0.99):.1f}",
             wire_ms=f"{floor:.1f}",
-            ratio_p99=f"{_pct(e2e, 0.99) / floor:.2f}",
+            ratio_p99=f"{percentile(e2e, 0.99) / floor:.2f}",
         )
 
 
@@ -234,7 +208,7 @@ def bench_osdp_bus(members: int, state_for: Callable[[str], Path], base_config: 
     badges = max(100, BADGES // 4)
     with SiteThread(site) as hw:
         site.provision(state)
-        proc = _start_daemon(base_config + "\n" + site.config(), state)
+        proc, _ = start_daemon(state, base_config + "\n" + site.config(), _readers_online)
         try:
             time.sleep(1.0)
             start = len(traffic.frames)
@@ -259,10 +233,10 @@ def bench_osdp_bus(members: int, state_for: Callable[[str], Path], base_config: 
         baud=115200,
         secure=1,
         poll_cycle_ms=f"{statistics.median(cycles):.1f}",
-        poll_cycle_p99_ms=f"{_pct(cycles, 0.99):.1f}",
+        poll_cycle_p99_ms=f"{percentile(cycles, 0.99):.1f}",
         badges=len(e2e),
         badge_p50_ms=f"{statistics.median(e2e):.1f}",
-        badge_p99_ms=f"{_pct(e2e, 0.99):.1f}",
+        badge_p99_ms=f"{percentile(e2e, 0.99):.1f}",
     )
 
 
@@ -392,11 +366,11 @@ def bench_osdp_vs_libosdp() -> None:
         baud=115200,
         samples=n,
         ours_p50_ms=f"{statistics.median(mine):.1f}",
-        ours_p99_ms=f"{_pct(mine, 0.99):.1f}",
+        ours_p99_ms=f"{percentile(mine, 0.99):.1f}",
         libosdp_p50_ms=f"{statistics.median(theirs):.1f}",
-        libosdp_p99_ms=f"{_pct(theirs, 0.99):.1f}",
+        libosdp_p99_ms=f"{percentile(theirs, 0.99):.1f}",
         libosdp_samples=len(theirs),
-        ratio_p99=f"{_pct(mine, 0.99) / _pct(theirs, 0.99):.2f}",
+        ratio_p99=f"{percentile(mine, 0.99) / percentile(theirs, 0.99):.2f}",
         ours_lost=my_lost,
         libosdp_lost=their_lost,
     )

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from drivers.aio import cancel_and_wait
-from drivers.wiegand import Presented
 from edge.config import Config, DoorHardware
 from edge.door import DoorMachine, DoorTiming, Output
 from edge.hardware import STRIKE_ERRORS, Hardware, ReaderPort, strike_writer
@@ -46,7 +45,6 @@ class StrikeDriver:
         self.want_unlocked = False
         self.energised: bool | None = None  # as last acknowledged by the device
         self.fault: str | None = None
-        self.writes = 0
         self.last_write_ns = 0  # when the latest write was sent (for bench/)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -86,7 +84,6 @@ class StrikeDriver:
                 await asyncio.sleep(min(STRIKE_RETRY_MAX_S, 0.1 * 2**failures))
                 self._wake.set()
                 continue
-            self.writes += 1
             if self.fault is not None:
                 log.info("strike %s: switched again (was: %s)", self.name, self.fault)
             self.fault = None
@@ -330,9 +327,3 @@ def _bus_fault(hardware: Hardware, bus: str, what: str) -> Callable[[], str | No
         return f"{what} not read: {mb.fault}"
 
     return fault
-
-
-def presented_summary(p: Presented) -> str:
-    if p.pin is not None:
-        return "PIN"
-    return p.cards[0] if p.cards else "nothing"

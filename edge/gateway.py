@@ -513,6 +513,7 @@ class Gateway:
             index.generated_at = staged.generated_at.timestamp() if staged.generated_at else None
             await self.store.write(commit_ops(staged))
             old_index, self.index = self.index, index  # the swap: one assignment on the loop
+            self._sync_doors()  # the new site's doors and schedules, at once
             box = [old_index]
             del old_index, index
             await asyncio.to_thread(dismantle, box)
@@ -618,7 +619,6 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         ix, now = self.index, time.time()
-        self._sync_doors()
         doors = []
         for door_id in sorted(set(ix.doors) | set(self.doors.controllers)):
             door = ix.doors.get(door_id)

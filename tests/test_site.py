@@ -66,28 +66,35 @@ class Rig:
         return [c.on for c in self.site.board.history if c.coil == coil]
 
 
+def start_rig(
+    tmp_path: Path, daemon_factory: Any, site: SimSite, thread: SiteThread, readers: tuple[str, ...]
+) -> Rig:
+    """The daemon on `site`, with the example site imported and `readers` online."""
+    daemon = daemon_factory('[site]\nid = "mitte"\n[log]\nlevel = "info"\n' + site.config())
+    site.provision(daemon.state_dir)
+    daemon.start()
+    doc, _ = example_site(reference_monday(date.today()))
+    snapshot = tmp_path / "site.json"
+    snapshot.write_text(json.dumps(doc))
+    daemon.ctl("import", str(snapshot))
+    rig = Rig(site, thread, daemon)
+    wait_for(
+        "the secure readers online",
+        lambda: all(rig.reader(n)["state"] == "online (secure channel)" for n in readers),
+    )
+    return rig
+
+
 @pytest.fixture
 def rig(tmp_path: Path, daemon_factory: Any) -> Iterator[Rig]:
     site = SimSite(tmp_path / "site", DOORS)
     (tmp_path / "site").mkdir()
     with SiteThread(site) as thread:
-        daemon = daemon_factory('[site]\nid = "mitte"\n[log]\nlevel = "info"\n' + site.config())
-        site.provision(daemon.state_dir)
-        daemon.start()
-        doc, _ = example_site(reference_monday(date.today()))
-        snapshot = tmp_path / "site.json"
-        snapshot.write_text(json.dumps(doc))
-        daemon.ctl("import", str(snapshot))
-        rig = Rig(site, thread, daemon)
-        wait_for(
-            "the secure readers online",
-            lambda: all(
-                rig.reader(n)["state"] == "online (secure channel)"
-                for n in ("front-in", "front-out", "room-ada-in")
-            ),
+        rig = start_rig(
+            tmp_path, daemon_factory, site, thread, ("front-in", "front-out", "room-ada-in")
         )
         yield rig
-        daemon.stop()
+        rig.daemon.stop()
 
 
 def test_osdp_card_with_secure_channel_unlocks_and_shows_green(rig: Rig) -> None:
@@ -257,15 +264,8 @@ def test_strike_on_a_modbus_rtu_board_over_rs485(tmp_path: Path, daemon_factory:
     door = SimDoor("front", "osdp", None, exit_button=False, unlock_seconds=1)
     site = SimSite(work, [door], modbus="rtu", modbus_baudrate=19200)
     with SiteThread(site) as thread:
-        daemon = daemon_factory('[site]\nid = "mitte"\n' + site.config())
-        site.provision(daemon.state_dir)
-        daemon.start()
-        doc, _ = example_site(reference_monday(date.today()))
-        snapshot = tmp_path / "site.json"
-        snapshot.write_text(json.dumps(doc))
-        daemon.ctl("import", str(snapshot))
-        rig = Rig(site, thread, daemon)
-        wait_for("online", lambda: rig.reader("front-in")["state"] == "online (secure channel)")
+        rig = start_rig(tmp_path, daemon_factory, site, thread, ("front-in",))
+        daemon = rig.daemon
         assert {b["name"]: b["state"] for b in daemon.ctl_json("status")["buses"]} == {
             "sim-osdp": "online",
             "sim-io": "online",
