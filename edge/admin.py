@@ -219,6 +219,55 @@ async def _audit(server: AdminServer, call: Call) -> Any:
     ]
 
 
+def _sync(server: AdminServer) -> Any:
+    sync = server.gateway.sync
+    if sync is None:
+        raise GatewayError("not_configured", "cloud sync is not configured ([cloud] in the config)")
+    return sync
+
+
+@method("sync.now", True, "pull from the cloud and upload events now (lifts an auth stop)")
+async def _sync_now(server: AdminServer, call: Call) -> Any:
+    snapshot = _param(call, "snapshot", bool, required=False) or False
+    return await _sync(server).sync_now(snapshot=snapshot)
+
+
+@method("sync.status", False, "cursor, last success, last error, backlog by type, push")
+async def _sync_status(server: AdminServer, call: Call) -> Any:
+    return await _sync(server).status()
+
+
+@method("outbox", False, "events not delivered to the cloud: pending and rejected")
+async def _outbox(server: AdminServer, call: Call) -> Any:
+    limit = _limit(call)
+    state = _param(call, "state", str, required=False)
+    if state not in (None, "pending", "rejected"):
+        raise BadRequest("params.state: 'pending' or 'rejected'")
+    store = server.gateway.store
+    counts: dict[str, int] = {
+        s: n
+        for s, n in await store.fetchall(
+            "SELECT state, COUNT(*) FROM outbox WHERE state != 'delivered' GROUP BY state"
+        )
+    }
+    states = (state,) if state else ("rejected", "pending")
+    events = []
+    for s in states:
+        rows = await store.fetchall(
+            "SELECT seq, state, error, body FROM outbox WHERE state = ? ORDER BY seq LIMIT ?",
+            (s, limit),
+        )
+        events += [
+            {"seq": seq, "state": st, "error": err, "event": json.loads(body)}
+            for seq, st, err, body in rows
+        ]
+    return {
+        "pending": int(counts.get("pending", 0)),
+        "rejected": int(counts.get("rejected", 0)),
+        "events": events,
+    }
+
+
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
     await writer.drain()

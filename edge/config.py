@@ -98,6 +98,9 @@ class EventsConfig(_Section):
 
 
 class AccessConfig(_Section):
+    # Holders (member or guest ids) a door with offline_policy = "deny_stale"
+    # still admits on a stale cache or an untrusted clock: staff who must get in.
+    offline_exempt: Annotated[tuple[Identifier, ...], ListOf] = ()
     admin_unlock_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
     max_unlock_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     # Holders (member or guest ids) whose grants unlock for a door's
@@ -112,6 +115,82 @@ class AccessConfig(_Section):
                 f"max_unlock_seconds ({self.max_unlock_seconds})"
             )
         return self
+
+
+class CloudConfig(_Section):
+    """The operator's cloud platform (`edge-sync/1`): pull, push and event upload."""
+
+    # The API's base URL, e.g. "https://cloud.example/api/edge/v1".
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+    # The bearer token's file name in the secrets directory (systemd credentials first).
+    token_secret: Identifier = "cloud_token"  # noqa: S105 - a file name
+    # A CA bundle (PEM) to verify the cloud's TLS certificate against instead of
+    # the system's; TLS is verified either way.
+    ca_bundle: Path | None = None
+    # Changes are pulled this often; a push makes the gateway pull at once.
+    pull_interval_s: Annotated[float, Field(ge=1, le=86400)] = 60
+    # Connect and read timeouts of every request (a read timeout is per chunk).
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10
+    # Retries back off exponentially with jitter from the first to the last delay.
+    backoff_min_s: Annotated[float, Field(gt=0, le=3600)] = 1
+    backoff_max_s: Annotated[float, Field(gt=0, le=86400)] = 300
+    # How many changes one pull request asks for, and events one upload sends.
+    changes_limit: Annotated[int, Field(ge=1, le=1000)] = 500
+    upload_batch: Annotated[int, Field(ge=1, le=500)] = 500
+    # The cache counts as stale when the last successful sync is older than
+    # this; doors with offline_policy = "deny_stale" then deny (`cache_stale`).
+    cache_stale_hours: Annotated[float, Field(gt=0, le=8760)] = 72
+    # Subscribe to signed pushes on the site broker ([mqtt]).
+    push: bool = True
+    # The cloud's Ed25519 public keys by key id (several, for rotation): 32
+    # bytes in base64url or hex, or a PEM block.
+    keys: dict[Identifier, str] = {}
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        from edge.push import load_public_key
+
+        for key_id, text in v.items():
+            try:
+                load_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"key {key_id!r}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _backoff(self) -> CloudConfig:
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError("backoff_min_s is above backoff_max_s")
+        if self.push and not self.keys:
+            raise ValueError("push = true needs at least one key in [cloud.keys]")
+        return self
+
+
+class MqttConfig(_Section):
+    """The site's MQTT broker (Mosquitto in production)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    # The password's file name in the secrets directory.
+    password_secret: Identifier | None = None
+    tls: bool = False
+    ca_bundle: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # Default: "edge-<site>-<gateway>"; stable, so the broker keeps QoS 1
+    # messages for the gateway while it is away.
+    client_id: str | None = None
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
 
 
 # --- hardware ----------------------------------------------------------------------------
@@ -245,6 +324,11 @@ class DoorHardware(_Section):
     held_open_seconds: Annotated[float, Field(gt=0, le=86400)] = 30
     prealarm_seconds: Annotated[float, Field(ge=0, le=86400)] = 10
     relock_on_close: bool = True
+    # When the cloud cannot be reached: "cache" decides on the cached data
+    # whatever its age; "deny_stale" denies holders (except [access]
+    # offline_exempt) once the cache is older than [cloud] cache_stale_hours
+    # (`cache_stale`) or the clock is behind what the cloud last said (`clock_untrusted`).
+    offline_policy: Literal["cache", "deny_stale"] = "cache"
 
     @model_validator(mode="after")
     def _times(self) -> DoorHardware:
@@ -263,6 +347,8 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     events: EventsConfig = EventsConfig()
     access: AccessConfig = AccessConfig()
+    cloud: CloudConfig | None = None
+    mqtt: MqttConfig = MqttConfig()
     buses: dict[Identifier, BusConfig] = {}
     readers: dict[Identifier, ReaderConfig] = {}
     doors: dict[Identifier, DoorHardware] = {}

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from edge import systemd
@@ -30,6 +31,8 @@ async def _watchdog(interval: float) -> None:
 async def _maintenance(gateway: Gateway, interval: float = 3600) -> None:
     while True:
         await gateway.prune()
+        if gateway.sync is not None:
+            await gateway.sync.prune(time.time())
         await asyncio.sleep(interval)
 
 

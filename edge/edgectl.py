@@ -122,6 +122,19 @@ def _human_status(s: dict[str, Any]) -> None:
     print(f"PIN key:     {'provisioned' if s['pin_key'] else 'MISSING (PIN entry refused)'}")
     if s["lockdown"]:
         print("LOCKDOWN:    whole site")
+    if s.get("synced_at"):
+        print(f"synced:      {s['synced_at']} ({_duration(s['cache_age_s'])} ago)")
+    cloud = s.get("cloud")
+    if cloud:
+        if cloud["stopped"]:
+            print(f"cloud:       STOPPED: {cloud['stopped']}")
+        elif cloud["last_error"]:
+            print(f"cloud:       FAILING: {cloud['last_error']}")
+        else:
+            print(f"cloud:       {cloud['url']} ok")
+    if s.get("offline"):
+        off = s["offline"]
+        print(f"OFFLINE:     {off['reason']}: denying at {', '.join(off['doors'])}")
     if s["doors"]:
         print("doors:")
         for d in s["doors"]:
@@ -231,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=int)
     p = sub.add_parser("audit", parents=[common], help="the admin audit log")
     p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("sync", parents=[common], help="cloud sync: now | status")
+    ssub = p.add_subparsers(dest="sync_command", required=True)
+    p = ssub.add_parser("now", parents=[common], help="pull and upload now")
+    p.add_argument("--snapshot", action="store_true", help="take a whole snapshot first")
+    ssub.add_parser("status", parents=[common], help="cursor, last success, errors, backlog")
+    p = sub.add_parser("outbox", parents=[common], help="events not yet delivered to the cloud")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--state", choices=["pending", "rejected"])
     return parser
 
 
@@ -312,7 +333,69 @@ def run(args: argparse.Namespace, client: Client) -> int:
                     f"{a['at']} uid={a['uid']} {a['method']} {json.dumps(a['params'])} "
                     f"-> {a['outcome']}"
                 )
+    elif cmd == "sync":
+        if args.sync_command == "now":
+            result = client.call("sync.now", {"snapshot": args.snapshot})
+        else:
+            result = client.call("sync.status")
+        (out or _human_sync)(result)
+        if args.sync_command == "now" and (result["stopped"] or result["pull"]["failures"]):
+            return EXIT_DENIED
+    elif cmd == "outbox":
+        query = {"limit": args.limit, **({"state": args.state} if args.state else {})}
+        result = client.call("outbox", query)
+        if out:
+            out(result)
+        else:
+            print(f"{result['pending']} pending, {result['rejected']} rejected")
+            for e in result["events"]:
+                why = f"  REJECTED: {e['error']}" if e["state"] == "rejected" else ""
+                print(f"  {_event_line(e['event'])}{why}")
     return EXIT_OK
+
+
+def _human_sync(s: dict[str, Any]) -> None:
+    age = s["age_s"]
+    print(f"cloud:       {s['url']}")
+    print(f"cursor:      {s['cursor']}")
+    print(
+        f"last sync:   {s['last_success'] or 'never'}"
+        + (f" ({_duration(age)} ago)" if age is not None else "")
+    )
+    if s["stopped"]:
+        print(f"STOPPED:     {s['stopped']}")
+    for side in ("pull", "upload"):
+        h = s[side]
+        if h["failures"]:
+            retry = f"; retry at {h['retry_at']}" if h["retry_at"] else ""
+            print(f"{side + ':':<12} FAILING ({h['failures']}x): {h['last_error']}{retry}")
+        elif h["last_error"]:
+            print(f"{side + ':':<12} ok (last error {h['last_error_at']}: {h['last_error']})")
+        else:
+            print(f"{side + ':':<12} ok")
+    backlog = ", ".join(f"{t} {n}" for t, n in s["backlog"].items()) or "none"
+    print(f"backlog:     {s['backlog_total']} undelivered ({backlog})")
+    if s["rejected_events"]:
+        print(f"rejected:    {s['rejected_events']} events (see `edgectl outbox --state rejected`)")
+    push = s["push"]
+    if push["enabled"]:
+        state = "connected" if push.get("connected") else f"NOT CONNECTED: {push.get('fault')}"
+        print(
+            f"push:        {push['topic']} on {push.get('broker')} {state}; "
+            f"{push['accepted']} accepted, {push['rejected']} refused"
+        )
+    for r in s["refused_changes"]:
+        print(f"refused:     {r['at']} ({r['source']}) {r['path']}: {r['error']}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.wiegand import Presented
 from edge.cards import pin_hmac
+from edge.changes import batch_ops, check_batch, patch_index, refused_ops
 from edge.config import Config
 from edge.doors import Doors
 from edge.events import log_line, make_event
@@ -40,10 +41,17 @@ from edge.policy import (
 from edge.schedule import Opening
 from edge.secrets import SecretError, load_pin_key
 from edge.store import SqlOp, Store
+
+if TYPE_CHECKING:
+    from edge.sync import Sync
+from edge.syncdoc import DocError
 from edge.timeutil import iso_instant
 
 log = logging.getLogger("edge.gateway")
 events_log = logging.getLogger("edge.events")
+
+# A clock this far behind what the cloud last said is not trusted.
+CLOCK_TOLERANCE_S = 300.0
 
 
 class GatewayError(Exception):
@@ -85,6 +93,14 @@ class Gateway:
         self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._import_lock = asyncio.Lock()
         self._cleanup: set[asyncio.Task[None]] = set()
+        self._synced_at: float | None = None  # the cache's age runs from here
+        self._cloud_time: float | None = None  # the latest time the cloud vouched for
+        self._offline: tuple[str, frozenset[str]] | None = None
+        self.sync: Sync | None = None
+        if config.cloud is not None:
+            from edge.sync import Sync
+
+            self.sync = Sync(self, config.cloud)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -101,6 +117,10 @@ class Gateway:
         if gen:
             self.index = await asyncio.to_thread(load_index, self.db_path, gen)
         await self._load_runtime_state()
+        meta = await self.store.meta()
+        synced = meta.get("synced_at") or meta.get("imported_at")
+        self._synced_at = float(synced) if synced else None
+        self._cloud_time = float(meta["cloud_time"]) if meta.get("cloud_time") else None
         if self.hardware is not None:
             await self.hardware.start()
         await self.doors.start(self._sync_doors)
@@ -113,9 +133,13 @@ class Gateway:
             self.index.credential_count,
         )
         self._emit("gateway.started", time.time(), details={"generation": gen})
+        if self.sync is not None:
+            await self.sync.start()
 
     async def stop(self) -> None:
         self.ready = False
+        if self.sync is not None:
+            await self.sync.stop()
         await self.doors.stop()
         if self.hardware is not None:
             await self.hardware.stop()
@@ -265,7 +289,9 @@ class Gateway:
     def _sync_doors(self, quiet: frozenset[str] = frozenset()) -> None:
         """Schedules and lockdowns from the runtime state to the door controllers."""
         ix, st = self.index, self.state
-        local = datetime.fromtimestamp(time.time(), ix.tz)
+        now = time.time()
+        self._offline_state(now)
+        local = datetime.fromtimestamp(now, ix.tz)
         states = []
         for door_id in set(ix.doors) | set(self.doors.controllers):
             door = ix.doors.get(door_id)
@@ -438,7 +464,19 @@ class Gateway:
             for q in self._followers:
                 if q.qsize() < 10_000:
                     q.put_nowait(ev)
-        return self.store.submit(ops)
+        done = self.store.submit(ops)
+        if self.sync is not None and events:
+            done.add_done_callback(self._recorded)
+        return done
+
+    def _recorded(self, _done: asyncio.Future[int]) -> None:
+        if self.sync is not None:
+            self.sync.wake_upload()
+
+    def alarm(self, alarm: str, message: str, **details: Any) -> None:
+        """A `gateway.alarm` event: something an operator must look at."""
+        details = {"alarm": alarm, "message": message, **details}
+        self._emit("gateway.alarm", time.time(), details=details)
 
     def follow(self) -> asyncio.Queue[dict[str, Any]]:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -498,7 +536,7 @@ class Gateway:
 
     # --- import -----------------------------------------------------------------
 
-    async def import_snapshot(self, path: Path) -> dict[str, Any]:
+    async def import_snapshot(self, path: Path, source: str = "admin") -> dict[str, Any]:
         async with self._import_lock:
             old = self.index.generation
             try:
@@ -513,13 +551,17 @@ class Gateway:
             index.generated_at = staged.generated_at.timestamp() if staged.generated_at else None
             await self.store.write(commit_ops(staged))
             old_index, self.index = self.index, index  # the swap: one assignment on the loop
+            self._synced_at = time.time()
+            if staged.generated_at is not None:
+                self.note_cloud_time(staged.generated_at.timestamp())
             self._sync_doors()  # the new site's doors and schedules, at once
             box = [old_index]
             del old_index, index
             await asyncio.to_thread(dismantle, box)
             log.info(
-                "import: generation %d is current (cursor %s): %d members, %d guests, "
+                "import (%s): generation %d is current (cursor %s): %d members, %d guests, "
                 "%d credentials in %.1f s",
+                source,
                 staged.gen,
                 staged.cursor,
                 staged.members,
@@ -541,6 +583,134 @@ class Gateway:
                 "credentials": staged.credentials,
                 "seconds": round(staged.seconds, 3),
             }
+
+    # --- changes from the cloud -----------------------------------------------------
+
+    async def apply_changes(
+        self,
+        changes: object,
+        cursor: str | None,
+        source: str,
+        prefix: str = "changes",
+    ) -> dict[str, Any]:
+        """Check a batch of changes, commit what passes (with `cursor`), update the index.
+
+        Refused changes are logged, recorded and raised as alarms; they do not
+        stop the others. Serialised with imports: a change never lands in a
+        generation that is about to be replaced.
+        """
+        async with self._import_lock:
+            ix = self.index
+            if not ix.loaded:
+                raise GatewayError("no_site", "no snapshot imported yet: changes cannot apply")
+            started = time.monotonic()
+            try:
+                batch = check_batch(ix, changes, prefix)
+            except DocError as exc:
+                raise GatewayError("refused", str(exc)) from None
+            now = time.time()
+            for i, r in enumerate(batch.refused):
+                log.error("sync: change refused (%s): %s", source, r)
+                if i < 20:
+                    self.alarm("change_refused", str(r), source=source, path=r.path)
+            holders = sorted(batch.holders())
+            old = await self._credentials_of(holders) if not batch.reload else {}
+            ops = batch_ops(batch, ix.generation) + refused_ops(batch, now, source)
+            if cursor is not None:
+                ops.append(_meta_op("cursor", cursor))
+            await self.store.write(ops)
+            if batch.reload:
+                index = await asyncio.to_thread(load_index, self.db_path, ix.generation)
+                old_index, self.index = self.index, index
+                box = [old_index]
+                del old_index, index
+                await asyncio.to_thread(dismantle, box)
+            else:
+                patch_index(ix, batch, old)
+                if cursor is not None:
+                    ix.cursor = cursor
+            self._sync_doors()
+            seconds = time.monotonic() - started
+            if batch.final or batch.refused:
+                log.info(
+                    "sync: %d change(s) from %s applied, %d refused, in %.3f s%s",
+                    batch.applied,
+                    source,
+                    len(batch.refused),
+                    seconds,
+                    " (index rebuilt)" if batch.reload else "",
+                )
+            return {
+                "applied": batch.applied,
+                "refused": [str(r) for r in batch.refused],
+                "cursor": self.index.cursor,
+                "reloaded": batch.reload,
+                "seconds": round(seconds, 4),
+            }
+
+    async def _credentials_of(self, holders: list[str]) -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
+        gen = self.index.generation
+        for i in range(0, len(holders), 500):
+            chunk = holders[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for holder, cid, key in await self.store.fetchall(
+                f"SELECT holder, id, key FROM credentials WHERE gen = ? AND holder IN ({marks})",  # noqa: S608
+                (gen, *chunk),
+            ):
+                out.setdefault(holder, []).append((cid, key))
+        return out
+
+    async def mark_synced(self, at: float) -> None:
+        """A pull succeeded: the cache is current as of `at`."""
+        self._synced_at = at
+        ops = [_meta_op("synced_at", repr(at))]
+        if self._cloud_time is not None:
+            ops.append(_meta_op("cloud_time", repr(self._cloud_time)))
+        await self.store.write(ops)
+        self._offline_state(time.time())
+
+    def note_cloud_time(self, t: float) -> None:
+        if self._cloud_time is None or t > self._cloud_time:
+            self._cloud_time = t
+
+    def synced_at(self) -> float | None:
+        return self._synced_at
+
+    def _offline_state(self, now: float) -> None:
+        """Which doors deny on a stale cache or an untrusted clock (offline_policy)."""
+        reason: str | None = None
+        detail = ""
+        if self._cloud_time is not None and now < self._cloud_time - CLOCK_TOLERANCE_S:
+            reason = "clock_untrusted"
+            detail = (
+                f"the clock reads {iso_instant(now)}, before {iso_instant(self._cloud_time)}, "
+                "a time the cloud already vouched for"
+            )
+        elif self.config.cloud is not None and self._synced_at is not None:
+            limit = self.config.cloud.cache_stale_hours * 3600
+            if now - self._synced_at > limit:
+                reason = "cache_stale"
+                detail = (
+                    f"the last successful sync was {(now - self._synced_at) / 3600:.1f} h ago "
+                    f"(limit {self.config.cloud.cache_stale_hours:g} h)"
+                )
+        doors = frozenset(
+            d for d, hw in self.config.doors.items() if hw.offline_policy == "deny_stale"
+        )
+        state = (reason, doors) if reason is not None else None
+        st = self.state
+        st.offline_reason = reason
+        st.offline_doors = doors if reason is not None else frozenset()
+        st.offline_exempt = frozenset(self.config.access.offline_exempt)
+        if state != self._offline:
+            if reason is not None:
+                log.error("gateway: %s: %s", reason, detail)
+                self.alarm(reason, detail, doors=sorted(doors))
+            elif self._offline is not None:
+                log.warning("gateway: %s is over", self._offline[0])
+                self.alarm(f"{self._offline[0]}_cleared", "the cache is current again")
+            self._offline = state
 
     # --- admin actions -----------------------------------------------------------
 
@@ -651,6 +821,22 @@ class Gateway:
             "readers": [] if hw is None else [p.view() for p in hw.readers.values()],
             "buses": [] if hw is None else hw.buses_view(),
             "lockdown": self.state.lockdown_site,
+            "synced_at": iso_instant(self._synced_at, ix.tz) if self._synced_at else None,
+            "cache_age_s": round(now - self._synced_at, 1) if self._synced_at else None,
+            "offline": {
+                "reason": self.state.offline_reason,
+                "doors": sorted(self.state.offline_doors),
+            }
+            if self.state.offline_reason
+            else None,
+            "cloud": None
+            if self.sync is None
+            else {
+                "url": self.sync.cfg.url,
+                "stopped": self.sync.auth_failed,
+                "last_error": self.sync.pull.last_error if self.sync.pull.failures else None,
+                "push": self.sync.link.view() if self.sync.link is not None else None,
+            },
             "pin_key": self.pin_key is not None,
             "uptime_s": round(now - self.started_at, 1),
         }
@@ -721,6 +907,14 @@ class Gateway:
             "host": h.host,
             "doors": doors,
         }
+
+
+def _meta_op(key: str, value: str) -> SqlOp:
+    return (
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:

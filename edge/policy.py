@@ -155,6 +155,10 @@ class RuntimeState:
     checked_in: set[str] = field(default_factory=set)
     first_in: dict[str, Opening] = field(default_factory=dict)
     pending_cards: dict[str, PendingCard] = field(default_factory=dict)
+    # offline_policy: doors that deny holders now, and why (cache_stale, clock_untrusted).
+    offline_doors: frozenset[str] = frozenset()
+    offline_reason: str | None = None
+    offline_exempt: frozenset[str] = frozenset()
 
     def in_lockdown(self, door: str) -> bool:
         return self.lockdown_site or door in self.lockdown_doors
@@ -190,6 +194,16 @@ def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
     granted, reason, details, effects = entitlement(ix, st, holder, door, p.at, local)
     if not granted:
         return _unless_unlocked(ix, st, door, local, p, holder_id, cred_id, reason, details)
+    if (
+        st.offline_reason is not None
+        and door.id in st.offline_doors
+        and holder.id not in st.offline_exempt
+    ):
+        # The cache is too old (or the clock too doubtful) to vouch for this grant.
+        details = {"holder_reason": reason}
+        return _unless_unlocked(
+            ix, st, door, local, p, holder_id, cred_id, st.offline_reason, details
+        )
 
     if door.mode == "card_and_pin" and not pin_checked:
         if door_unlocked(ix, st, door, local) is not None:

@@ -76,6 +76,15 @@ class Schedule:
                     by_weekday[day].append((w.start, w.end, index, False))
         self._by_weekday = tuple(tuple(s) for s in by_weekday)
 
+    def _key(self) -> tuple[str, tuple[Window, ...], bool]:
+        return (self.id, self.windows, self.closed_on_holidays)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def opening(self, local: datetime, holidays: frozenset[date]) -> Opening | None:
         """The window occurrence open at this local wall time, if any."""
         minute = local.hour * 60 + local.minute

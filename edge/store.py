@@ -96,6 +96,14 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, uid INTEGER, pid INTEGER,
         method TEXT NOT NULL, params TEXT NOT NULL, outcome TEXT NOT NULL);
     """,
+    # Cloud sync: push nonces already accepted (a replay is refused across
+    # restarts), and changes refused with the path of their problem.
+    """
+    CREATE TABLE push_nonces (nonce TEXT PRIMARY KEY, at REAL NOT NULL);
+    CREATE TABLE refused_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, source TEXT NOT NULL,
+        path TEXT NOT NULL, error TEXT NOT NULL, change TEXT NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

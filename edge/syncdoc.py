@@ -456,6 +456,13 @@ class References:
             self.want(f"{path}[{i}].group", "access_group", g.group)
             self.want(f"{path}[{i}].schedule", "schedule", g.schedule)
 
+    @classmethod
+    def of(cls, obj: _Doc, path: str) -> list[tuple[str, str, str]]:
+        """The references one object makes: (path, kind, id)."""
+        refs = cls()
+        refs._collect(obj, path)
+        return refs.wanted
+
     def _collect(self, obj: _Doc, path: str) -> None:
         if isinstance(obj, SiteDoc):
             self._grants(obj.day_pass_access, f"{path}.day_pass_access")

@@ -44,7 +44,9 @@ def test_example_config_documents_every_option() -> None:
             continue
         seen.add(model)
         for key, field in model.model_fields.items():
-            assert re.search(rf"(^|[\s{{,#]){key} =", text, re.M), f"{where}: {key}"
+            # An option is `key = ...`, or for a table of its own, a `[section.key]` header.
+            pattern = rf"(^|[\s{{,#]){key} =|^\[[\w.-]*\.{key}\]"
+            assert re.search(pattern, text, re.M), f"{where}: {key}"
             todo += [(f"{where}.{key}", m) for m in _models(field.annotation)]
 
 

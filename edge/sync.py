@@ -1,0 +1,520 @@
+"""Cloud sync (`edge-sync/1`): pull on a schedule, signed push, event upload.
+
+- **Pull.** First a snapshot (streamed to a file, then staged and swapped in
+  like `edgectl import`), then changes by cursor every `pull_interval_s`
+  (an APScheduler job). `410` takes a fresh snapshot. Each page of changes is
+  committed with its cursor in one transaction.
+- **Push.** Envelopes on `edge/{site}/push` are verified (`edge.push`); a
+  replayed nonce is refused across restarts. `changes` apply at once and are
+  followed by a pull, which brings them into cursor order.
+- **Upload.** The outbox goes up oldest first, at most `upload_batch` events
+  per request. An event is marked delivered only when the cloud accepted its
+  id; a rejected one is kept with the cloud's error. The cloud dedups by id,
+  so a batch sent twice (a crash or a lost answer) is counted once.
+
+Failures back off exponentially with jitter (or as `Retry-After` says);
+`401`/`403` stop pull and upload with an alarm until `edgectl sync now`.
+HTTP runs in worker threads: the event loop never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from edge.cloud import CloudClient, CloudError
+from edge.config import CloudConfig
+from edge.mqtt import MqttLink
+from edge.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_key, verify
+from edge.secrets import SecretError, read_secret, secret_path
+from edge.store import Many
+from edge.timeutil import iso_instant
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+
+log = logging.getLogger("edge.sync")
+
+SNAPSHOT_FILE = "snapshot.download.json"
+NONCE_KEEP_S = 4 * MAX_SKEW_S  # a nonce older than the skew window is refused as stale anyway
+
+
+@dataclass
+class Health:
+    """How one side of sync (pull or upload) is doing, for status and backoff."""
+
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_ok_at: float | None = None
+    retry_at: float | None = None
+
+    def ok(self) -> None:
+        self.failures = 0
+        self.last_ok_at = time.time()
+        self.retry_at = None
+
+    def failed(self, message: str) -> None:
+        self.failures += 1
+        self.last_error = message
+        self.last_error_at = time.time()
+
+
+@dataclass
+class Nonces:
+    """Push nonces accepted recently (NonceLog); persisted by the caller."""
+
+    seen_at: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, nonce: str) -> bool:
+        return nonce in self.seen_at
+
+    def prune(self, now: float) -> None:
+        for n in [n for n, at in self.seen_at.items() if at < now - NONCE_KEEP_S]:
+            del self.seen_at[n]
+
+
+class Sync:
+    def __init__(self, gateway: Gateway, cfg: CloudConfig) -> None:
+        self.gw = gateway
+        self.cfg = cfg
+        self.site = gateway.config.site.id
+        self.keys = {k: load_public_key(v) for k, v in cfg.keys.items()}
+        self.pull = Health()
+        self.upload = Health()
+        self.auth_failed: str | None = None
+        self.clock_offset: float | None = None  # the cloud's clock less ours, last answer
+        self.pushes_accepted = 0
+        self.pushes_rejected = 0
+        self.last_push_at: float | None = None
+        self.nonces = Nonces()
+        self.client: CloudClient | None = None
+        self.link: MqttLink | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._pull_lock = asyncio.Lock()
+        self._pending_pull: asyncio.Task[None] | None = None
+        self._want_snapshot = False
+        self._upload_wake = asyncio.Event()
+        self._upload_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def topic(self) -> str:
+        return f"edge/{self.site}/push"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        state_dir = self.gw.state_dir
+        (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
+        for nonce, at in await self.gw.store.fetchall("SELECT nonce, at FROM push_nonces"):
+            self.nonces.seen_at[nonce] = at
+        self._open_client()
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_job(
+            self._scheduled_pull,
+            "interval",
+            seconds=self.cfg.pull_interval_s,
+            id="pull",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+        self._upload_task = asyncio.create_task(self._upload_loop(), name="sync.upload")
+        if self.cfg.push:
+            gw = self.gw.config.gateway.id
+            client_id = self.gw.config.mqtt.client_id or f"edge-{self.site}-{gw}"
+            self.link = MqttLink(self.gw.config.mqtt, client_id, state_dir)
+            self.link.subscribe(self.topic, self._on_push)
+            await self.link.start()
+        self.request_pull()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self.link is not None:
+            await self.link.stop()
+        tasks = [t for t in (self._upload_task, self._pending_pull, *self._tasks) if t]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.client is not None:
+            self.client.close()
+
+    def _open_client(self) -> bool:
+        """(Re)read the token; without one, sync waits for the operator."""
+        name = self.cfg.token_secret
+        try:
+            raw = read_secret(self.gw.state_dir, name)
+        except SecretError as exc:
+            raw, problem = None, str(exc)
+        else:
+            problem = f"no cloud token: put it in {secret_path(self.gw.state_dir, name)}"
+        token = raw.decode(errors="replace").strip() if raw else ""
+        if not token:
+            self.client = None
+            self.auth_failed = problem
+            self.pull.failed(problem)
+            log.error("sync: %s; sync is stopped", problem)
+            return False
+        if self.client is not None:
+            self.client.close()
+        self.client = CloudClient(
+            self.cfg.url, self.site, token, self.cfg.timeout_s, self.cfg.ca_bundle
+        )
+        return True
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- pull ----------------------------------------------------------------------------
+
+    def request_pull(self, snapshot: bool = False) -> None:
+        """Pull as soon as possible (coalesced with one already waiting)."""
+        self._want_snapshot |= snapshot
+        if self._pending_pull is None or self._pending_pull.done():
+            self._pending_pull = asyncio.create_task(self._pull(), name="sync.pull")
+
+    async def _scheduled_pull(self) -> None:
+        if self.auth_failed or (self.pull.retry_at and time.time() < self.pull.retry_at):
+            return  # stopped, or backing off: the retry is already scheduled
+        self.request_pull()
+
+    async def sync_now(self, snapshot: bool = False) -> dict[str, Any]:
+        """`edgectl sync now`: re-read the token, lift an auth stop, pull, upload."""
+        if self.auth_failed:
+            log.warning("sync: resumed by the operator")
+            self.auth_failed = None
+            self._open_client()
+        self.pull.retry_at = None
+        self.upload.retry_at = None
+        self.request_pull(snapshot)
+        if self._pending_pull is not None:
+            await asyncio.shield(self._pending_pull)
+        self._upload_wake.set()
+        return await self.status()
+
+    async def _pull(self) -> None:
+        async with self._pull_lock:
+            if self.auth_failed or self.client is None:
+                return
+            snapshot, self._want_snapshot = self._want_snapshot, False
+            try:
+                await self._pull_changes(snapshot)
+            except CloudError as exc:
+                self._pull_failed(exc)
+            except Exception as exc:  # a refused snapshot, a store failure: retried too
+                log.exception("sync: pull failed")
+                self._pull_failed(CloudError("retry", str(exc)))
+            else:
+                if self.pull.failures:
+                    log.info("sync: pull works again")
+                self.pull.ok()
+                await self.gw.mark_synced(time.time())
+
+    async def _pull_changes(self, snapshot: bool) -> None:
+        assert self.client is not None
+        if snapshot or not self.gw.index.loaded or not self.gw.index.cursor:
+            await self._snapshot()
+        gone = 0
+        while True:
+            cursor = self.gw.index.cursor
+            assert cursor is not None
+            try:
+                reply = await asyncio.to_thread(self.client.changes, cursor, self.cfg.changes_limit)
+            except CloudError as exc:
+                if exc.kind != "gone" or gone:
+                    raise
+                gone += 1
+                log.warning("sync: cursor %s is too old; taking a fresh snapshot", cursor)
+                await self._snapshot()
+                continue
+            self._clock(reply.server_time)
+            body = reply.body
+            if body["changes"] or body["cursor"] != cursor:
+                await self.gw.apply_changes(body["changes"], body["cursor"], "pull")
+            if not body.get("more"):
+                return
+
+    async def _snapshot(self) -> None:
+        assert self.client is not None
+        dest = self.gw.state_dir / SNAPSHOT_FILE
+        started = time.monotonic()
+        try:
+            reply = await asyncio.to_thread(self.client.snapshot, dest)
+            self._clock(reply.server_time)
+            log.info(
+                "sync: snapshot downloaded (%.1f MB in %.1f s); importing",
+                dest.stat().st_size / 1e6,
+                time.monotonic() - started,
+            )
+            await self.gw.import_snapshot(dest, source="cloud")
+        finally:
+            dest.unlink(missing_ok=True)
+
+    def _clock(self, server_time: float | None) -> None:
+        if server_time is not None:
+            self.clock_offset = server_time - time.time()
+            self.gw.note_cloud_time(server_time)
+
+    def _pull_failed(self, exc: CloudError) -> None:
+        self.pull.failed(str(exc))
+        if exc.kind == "auth":
+            self._auth_stop(str(exc))
+            return
+        delay = self._backoff(self.pull.failures, exc.retry_after)
+        self.pull.retry_at = time.time() + delay
+        log.warning("sync: pull failed (%s); retrying in %.1f s", exc, delay)
+        if self._scheduler is not None:
+            self._scheduler.add_job(
+                self._retry_pull,
+                "date",
+                run_date=datetime.now(UTC) + timedelta(seconds=delay),
+                id="pull-retry",
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+
+    async def _retry_pull(self) -> None:
+        self.pull.retry_at = None
+        self.request_pull()
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, 3600.0)
+        ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_min_s * 2 ** (failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # jitter: sites do not retry in step
+
+    def _auth_stop(self, message: str) -> None:
+        if self.auth_failed:
+            return
+        self.auth_failed = message
+        log.error("sync: %s; sync is stopped until `edgectl sync now`", message)
+        self.gw.alarm("cloud_auth", message)
+
+    # --- push ----------------------------------------------------------------------------
+
+    def _on_push(self, _topic: str, raw: bytes) -> None:
+        now = time.time()
+        try:
+            msg = verify(raw, self.keys, self.site, now, self.nonces)
+        except PushRejected as exc:
+            self.pushes_rejected += 1
+            log.error("sync: push refused: %s", exc)
+            self.gw.alarm("push_rejected", exc.detail, reason=exc.reason)
+            return
+        self.nonces.seen_at[msg.nonce] = now
+        self.gw.store.submit(
+            [("INSERT OR IGNORE INTO push_nonces (nonce, at) VALUES (?, ?)", (msg.nonce, now))]
+        )
+        self.pushes_accepted += 1
+        self.last_push_at = now
+        log.info("sync: push %s (key %s, nonce %s)", msg.type, msg.key_id, msg.nonce)
+        if msg.type == "changes":
+            self._spawn(self._push_changes(msg), "sync.push_changes")
+        elif msg.type == "sync":
+            self.request_pull()
+        elif msg.type == "resync":
+            self.request_pull(snapshot=True)
+        else:
+            self._spawn(self._command(msg), "sync.push_command")
+
+    async def _push_changes(self, msg: PushMessage) -> None:
+        changes = msg.body.get("changes")
+        try:
+            await self.gw.apply_changes(changes, None, "push", prefix="push.changes")
+        except Exception as exc:
+            log.exception("sync: push changes failed")
+            self.gw.alarm("push_failed", f"applying pushed changes failed: {exc}")
+        # The pull brings the pushed changes into cursor order with any in between.
+        self.request_pull()
+
+    async def _command(self, msg: PushMessage) -> None:
+        from edge.gateway import Actor, GatewayError
+
+        body = msg.body
+        spec = body.get("command")
+        params: dict[str, Any] = dict(spec) if isinstance(spec, dict) else dict(body)
+        name = spec if isinstance(spec, str) else params.get("name") or params.get("command")
+        actor = Actor(f"cloud:{msg.key_id}")
+        try:
+            if name == "unlock":
+                door, seconds = params.get("door"), params.get("seconds")
+                if not isinstance(door, str) or not isinstance(seconds, int):
+                    raise GatewayError("bad_request", "unlock needs `door` and integer `seconds`")
+                result = await self.gw.unlock_door(door, seconds, actor)
+            elif name == "lockdown":
+                doors, on = params.get("doors", []), params.get("on")
+                if not isinstance(on, bool) or not isinstance(doors, list):
+                    raise GatewayError("bad_request", "lockdown needs boolean `on` and `doors`")
+                result = await self.gw.set_lockdown(on, [str(d) for d in doors], actor)
+            else:
+                raise GatewayError("bad_request", f"unknown command {name!r}")
+        except GatewayError as exc:
+            log.error("sync: pushed command %r refused: %s", name, exc)
+            self.gw.alarm("push_command", f"command {name!r} refused: {exc}")
+            await self.gw.audit(actor, f"push.{name}", params, f"refused: {exc}")
+            return
+        await self.gw.audit(actor, f"push.{name}", params, "ok")
+        log.warning("sync: pushed command %s executed: %s", name, result)
+
+    # --- upload --------------------------------------------------------------------------
+
+    def wake_upload(self) -> None:
+        self._upload_wake.set()
+
+    async def _upload_loop(self) -> None:
+        store = self.gw.store
+        while True:
+            wait = 30.0
+            if self.upload.retry_at is not None:
+                wait = max(0.0, self.upload.retry_at - time.time())
+            elif not self.auth_failed and self.client is not None:
+                rows = await store.fetchall(
+                    "SELECT id, body FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                    (self.cfg.upload_batch,),
+                )
+                if rows:
+                    await self._upload(rows)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._upload_wake.wait(), wait)
+            self._upload_wake.clear()
+            if self.upload.retry_at is not None and time.time() >= self.upload.retry_at:
+                self.upload.retry_at = None
+
+    async def _upload(self, rows: list[Any]) -> None:
+        assert self.client is not None
+        events = [json.loads(body) for _, body in rows]
+        try:
+            reply = await asyncio.to_thread(self.client.post_events, events)
+        except CloudError as exc:
+            self.upload.failed(str(exc))
+            if exc.kind == "auth":
+                self._auth_stop(str(exc))
+                return
+            delay = self._backoff(self.upload.failures, exc.retry_after)
+            self.upload.retry_at = time.time() + delay
+            log.warning("sync: upload failed (%s); retrying in %.1f s", exc, delay)
+            return
+        self._clock(reply.server_time)
+        sent = {i for i, _ in rows}
+        accepted = [i for i in reply.body.get("accepted", []) if i in sent]
+        rejected = [
+            (str(r.get("error") or "rejected without a reason")[:1000], r["id"])
+            for r in reply.body.get("rejected", [])
+            if r["id"] in sent
+        ]
+        now = time.time()
+        ops: list[Any] = []
+        if accepted:
+            ops.append(
+                (
+                    "UPDATE outbox SET state = 'delivered', delivered = ? "
+                    "WHERE id = ? AND state = 'pending'",
+                    Many((now, i) for i in accepted),
+                )
+            )
+        if rejected:
+            ops.append(
+                (
+                    "UPDATE outbox SET state = 'rejected', error = ? "
+                    "WHERE id = ? AND state = 'pending'",
+                    Many(rejected),
+                )
+            )
+            for error, event_id in rejected:
+                log.error("sync: the cloud rejected event %s: %s", event_id, error)
+        if ops:
+            await self.gw.store.write(ops)
+        unanswered = len(sent) - len(accepted) - len(rejected)
+        if unanswered:
+            message = f"events: the cloud answered for {len(sent) - unanswered} of {len(sent)}"
+            self.upload.failed(message)
+            delay = self._backoff(self.upload.failures, None)
+            self.upload.retry_at = time.time() + delay
+            log.warning("sync: %s; retrying the rest in %.1f s", message, delay)
+        else:
+            self.upload.ok()
+
+    # --- views ---------------------------------------------------------------------------
+
+    async def prune(self, now: float) -> None:
+        self.nonces.prune(now)
+        await self.gw.store.write([("DELETE FROM push_nonces WHERE at < ?", (now - NONCE_KEEP_S,))])
+
+    async def status(self) -> dict[str, Any]:
+        gw = self.gw
+        tz = gw.index.tz
+        store = gw.store
+        backlog = {
+            t: n
+            for t, n in await store.fetchall(
+                "SELECT type, COUNT(*) FROM outbox WHERE state = 'pending' "
+                "GROUP BY type ORDER BY type"
+            )
+        }
+        rejected = await store.fetchone("SELECT COUNT(*) FROM outbox WHERE state = 'rejected'")
+        refused = await store.fetchall(
+            "SELECT at, source, path, error FROM refused_changes ORDER BY seq DESC LIMIT 10"
+        )
+        synced = gw.synced_at()
+
+        def when(t: float | None) -> str | None:
+            return None if t is None else iso_instant(t, tz)
+
+        return {
+            "url": self.cfg.url,
+            "cursor": gw.index.cursor,
+            "last_success": when(synced),
+            "age_s": None if synced is None else round(time.time() - synced, 1),
+            "stopped": self.auth_failed,
+            "pull": {
+                "last_ok": when(self.pull.last_ok_at),
+                "last_error": self.pull.last_error,
+                "last_error_at": when(self.pull.last_error_at),
+                "failures": self.pull.failures,
+                "retry_at": when(self.pull.retry_at),
+                "interval_s": self.cfg.pull_interval_s,
+            },
+            "upload": {
+                "last_ok": when(self.upload.last_ok_at),
+                "last_error": self.upload.last_error,
+                "last_error_at": when(self.upload.last_error_at),
+                "failures": self.upload.failures,
+                "retry_at": when(self.upload.retry_at),
+            },
+            "backlog": backlog,
+            "backlog_total": sum(backlog.values()),
+            "rejected_events": int(rejected[0]) if rejected else 0,
+            "refused_changes": [
+                {"at": iso_instant(at, tz), "source": src, "path": path, "error": err}
+                for at, src, path, err in refused
+            ],
+            "push": {
+                "enabled": self.cfg.push,
+                "topic": self.topic,
+                **(self.link.view() if self.link is not None else {}),
+                "accepted": self.pushes_accepted,
+                "rejected": self.pushes_rejected,
+                "last": when(self.last_push_at),
+            },
+            "cloud_clock_offset_s": None
+            if self.clock_offset is None
+            else round(self.clock_offset, 1),
+        }
