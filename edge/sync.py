@@ -350,6 +350,7 @@ class Sync:
         body = msg.body
         spec = body.get("command")
         params: dict[str, Any] = dict(spec) if isinstance(spec, dict) else dict(body)
+        # `"command": "unlock"` with the fields beside it, or `"command": {"name": "unlock", ...}`.
         name = spec if isinstance(spec, str) else params.get("name") or params.get("command")
         actor = Actor(f"cloud:{msg.key_id}")
         try:

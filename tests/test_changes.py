@@ -96,6 +96,17 @@ def test_member_changes_patch_the_index_as_a_reload_would(
         ],
         "access": [{"group": "server", "schedule": "always"}],
     }
+    # Within the batch, a card passes from m-1006 to m-1005: the later holder keeps it.
+    first, second = _member(example_doc, "m-1006"), _member(example_doc, "m-1005")
+    shared = {
+        "id": "shared",
+        "type": "card",
+        "format": "raw",
+        "value": "abcdef",
+        "status": "active",
+    }
+    first["credentials"].append(shared)
+    second["credentials"].append({**shared, "id": "shared-2"})
     booking = copy.deepcopy(example_doc["bookings"][0])
     booking["attendees"] = ["m-2000"]
     changes = [
@@ -118,18 +129,24 @@ def test_member_changes_patch_the_index_as_a_reload_would(
         },
         {"op": "upsert", "kind": "door", "data": {"id": "front", "mode": "card_or_pin"}},
         {"op": "delete", "kind": "member", "id": "m-1004"},  # twice: harmless
+        {"op": "upsert", "kind": "member", "data": first},
+        {"op": "upsert", "kind": "member", "data": second},
     ]
     result, patched, fresh, refused = _apply(tmp_path, example_doc, changes)
-    assert result["applied"] == len(changes) and not result["refused"] and not refused
+    assert result["applied"] == len(changes)
+    assert not result["refused"]
+    assert not refused
     assert not result["reloaded"]
     _same_index(patched, fresh)
     assert patched.holders["m-1002"].billing.status == "suspended"
-    assert "m-1004" not in patched.holders and "g-9" not in patched.holders
+    assert "m-1004" not in patched.holders
+    assert "g-9" not in patched.holders
     assert patched.cards["H10301:99:1"].holder == "m-2000"
     key = next(k for k, c in fresh.cards.items() if c.id == "taken")
     assert patched.cards[key].holder == "m-1003"
     d = decide(patched, _state(), Presentation(door="front", at=at(DAY, "10:00"), cards=(key,)))
     assert d.holder == "m-1003"
+    assert patched.cards["raw:abcdef"].id == "shared-2"
 
 
 def test_a_bad_change_is_refused_with_its_path_and_the_rest_apply(
