@@ -26,6 +26,7 @@ from pathlib import Path
 
 from common import percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
+from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
 from edge.cards import card_key, raw_key
 from edge.config import parse_config
@@ -238,6 +239,11 @@ def bench_import() -> None:
     )
 
 
+def bench_revocations() -> None:
+    bench_revocation(push=True)
+    bench_revocation(push=False)
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "decide": bench_decide,
     "start": bench_start,
@@ -245,6 +251,9 @@ BENCHES: dict[str, Callable[[], None]] = {
     "badge": lambda: bench_badge(100_000, lambda name: fresh_copy(100_000, name), CONFIG),
     "osdp-bus": lambda: bench_osdp_bus(100_000, lambda name: fresh_copy(100_000, name), CONFIG),
     "osdp-vs-libosdp": bench_osdp_vs_libosdp,
+    "revocation": bench_revocations,
+    "snapshot": bench_snapshot_and_changes,
+    "backlog": bench_backlog,
 }
 
 

@@ -517,7 +517,10 @@ class SnapshotHeader:
     site: SiteDoc
 
 
-_BIG_SECTIONS = ("members", "guests", "bookings")
+# Read by ijson's C item parser in a pass of their own; the rest of the document
+# is walked once at the event level, and `_ITEMIZED` arrays item by item there.
+_BIG_SECTIONS = ("members",)
+_ITEMIZED = ("guests", "bookings")
 
 
 def _ijson_error(exc: Exception) -> DocError:
@@ -530,11 +533,12 @@ def read_snapshot(
 ) -> SnapshotHeader:
     """Validate a snapshot while it streams, handing each object to `on_object`.
 
-    `open_source` is called once per pass over the document: the large arrays
-    (members, guests, bookings) are read item by item by ijson's C backend,
-    so memory stays bounded and no call holds the interpreter for long; the
-    small sections are read in one more pass. Raises `DocError` for the first
-    problem; `on_object` has then seen some objects, which the caller discards.
+    `open_source` is called once per pass over the document. Two passes: the
+    members (the one array that is large on every big site) by ijson's C item
+    parser, and everything else in one walk over ijson's events, guests and
+    bookings item by item. Memory stays bounded and no call holds the
+    interpreter for long. Raises `DocError` for the first problem;
+    `on_object` has then seen some objects, which the caller discards.
     """
     refs = References()
     header = _read_small_sections(open_source, on_object, refs)
@@ -566,13 +570,19 @@ def _read_small_sections(
     first_problem: DocError | None = None
     with open_source() as src:
         try:
-            for key, value in _top_level_values(src, skip=_BIG_SECTIONS):
+            for key, index, value in _top_level_values(src, _BIG_SECTIONS, _ITEMIZED):
                 if key in ("schema", "cursor", "generated_at"):
                     scalars[key] = value
                 elif first_problem is not None:
                     continue  # only looking for the schema now
                 try:
-                    _small_section(key, value, on_object, refs, scalars)
+                    if index is None:
+                        _small_section(key, value, on_object, refs, scalars)
+                    else:
+                        kind, path = SECTION_KIND[key], f"{key}[{index}]"
+                        obj = validate_object(kind, value, path)
+                        refs.add(kind, obj, path)
+                        on_object(kind, obj, path)
                 except DocError as exc:
                     first_problem = exc
         except ijson.JSONError as exc:
@@ -620,46 +630,68 @@ def _small_section(
             on_object(kind, obj, path)
 
 
-def _top_level_values(src: _Yielding, skip: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
-    """(key, value) of the document's top-level object, but for the skipped keys.
+_OPEN = ("start_map", "start_array")
+_CLOSE = ("end_map", "end_array")
 
-    Walks ijson's event stream: the skipped arrays cost one comparison per
-    event, the rest is built with ijson's own ObjectBuilder.
+
+def _top_level_values(
+    src: _Yielding, skip: tuple[str, ...], itemize: tuple[str, ...]
+) -> Iterator[tuple[str, int | None, Any]]:
+    """(key, None, value) of the document's top-level object, but for the skipped
+    keys; the arrays of `itemize` as (key, index, item), one item at a time.
+
+    Walks ijson's basic event stream (no prefixes to build): the skipped
+    arrays cost a comparison or two per event, values are built with ijson's
+    own ObjectBuilder.
     """
-    events = ijson.parse(src, use_float=True, buf_size=_Yielding.CHUNK)
+    events = ijson.basic_parse(src, use_float=True, buf_size=_Yielding.CHUNK)
     first = next(events, None)
-    if first is None or first[1] != "start_map":
+    if first is None or first[0] != "start_map":
         raise DocError("(document)", "not a JSON object")
-    for prefix, event, value in events:
-        if event == "end_map" and prefix == "":
+    for event, key in events:
+        if event == "end_map":
             return
-        if event != "map_key" or prefix != "":
+        if event != "map_key":
             raise DocError("(document)", "malformed top level")
-        key = value
+        event, value = next(events)
         if key in skip:
-            _, ev, _ = next(events)
-            if ev != "start_array":
+            if event != "start_array":
                 raise DocError(key, "not an array")
             depth = 1
-            for _, ev, _ in events:
-                if ev in ("start_map", "start_array"):
+            for ev, _ in events:
+                if ev in _OPEN:
                     depth += 1
-                elif ev in ("end_map", "end_array"):
+                elif ev in _CLOSE:
                     depth -= 1
-                if depth == 0:
+                    if depth == 0:
+                        break
+        elif key in itemize:
+            if event != "start_array":
+                raise DocError(key, "not an array")
+            for index, (ev, val) in enumerate(events):
+                if ev == "end_array":
                     break
-            continue
-        builder = ijson.ObjectBuilder()
-        depth = 0
-        for _, ev, val in events:
-            builder.event(ev, val)
-            if ev in ("start_map", "start_array"):
-                depth += 1
-            elif ev in ("end_map", "end_array"):
-                depth -= 1
+                yield key, index, _build(ev, val, events)
+        else:
+            yield key, None, _build(event, value, events)
+
+
+def _build(event: str, value: Any, events: Iterator[tuple[str, Any]]) -> Any:
+    """The value that starts with (event, value), read to its end."""
+    if event not in _OPEN:
+        return value
+    builder = ijson.ObjectBuilder()
+    builder.event(event, value)
+    depth = 1
+    for ev, val in events:
+        builder.event(ev, val)
+        if ev in _OPEN:
+            depth += 1
+        elif ev in _CLOSE:
+            depth -= 1
             if depth == 0:
                 break
-        yield key, builder.value
+    return builder.value
 
 
 class _Yielding:

@@ -28,6 +28,7 @@ from edge.index import load_index
 from edge.model import SiteIndex
 from edge.secrets import write_secret
 from edge.store import Store
+from hwsim.broker import Mosquitto
 from hwsim.sitegen import EXAMPLE_PIN_KEY, example_site, reference_monday
 
 REPO = Path(__file__).resolve().parent.parent
@@ -265,64 +266,6 @@ def copy_example_config(dest: Path) -> Path:
 
 
 # --- an MQTT broker -----------------------------------------------------------------
-
-
-class Mosquitto:
-    """A real Mosquitto on loopback, on a free port that a restart keeps."""
-
-    def __init__(self, workdir: Path) -> None:
-        import socket  # only here: the rest of this file has no sockets
-
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not os.access(exe, os.X_OK):
-            pytest.fail("mosquitto is not installed: ./scripts/bootstrap installs it")
-        self.exe = exe
-        self.host = "127.0.0.1"
-        with socket.socket() as s:
-            s.bind((self.host, 0))
-            self.port: int = s.getsockname()[1]
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-        )
-        self.log_path = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start (again, on the same port) and return once it accepts connections."""
-        import socket
-
-        if self.proc is not None:
-            return
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.exe, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
-                log_text = self.log_path.read_text(errors="replace")
-                raise AssertionError(f"mosquitto exited with {code}:\n{log_text}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"mosquitto not up on port {self.port} in 10 s") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture

@@ -701,8 +701,9 @@ DOCUMENT_CASES = [
     ),
     pytest.param(
         _edit(_shared_card_with_guest),
-        "guests[0].credentials[1]",
-        "m-1001",
+        # Guests are read before members (members have a pass of their own).
+        "members[0].credentials[0]",
+        "'g-9'",
         id="card-shared-by-member-and-guest",
     ),
     # references to unknown objects
