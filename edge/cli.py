@@ -17,6 +17,7 @@ def _setup_logging(config: Config) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=config.log.level.upper(), format=fmt, stream=sys.stderr)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines per pull otherwise
     # pymodbus logs every timeout and lost connection as an error of its own; our
     # Modbus driver reports each fault once, in words, and when it clears.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -77,6 +79,8 @@ class CloudClient:
         self.session.verify = str(ca_bundle) if ca_bundle is not None else True
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "edge-gateway (edge-sync/1)"
+        # Set by the daemon when it stops: a snapshot download ends at its next chunk.
+        self.cancelled = threading.Event()
 
     def close(self) -> None:
         self.session.close()
@@ -125,6 +129,8 @@ class CloudClient:
             size = 0
             with dest.open("wb") as f:
                 for chunk in r.iter_content(CHUNK):
+                    if self.cancelled.is_set():
+                        raise CloudError("retry", f"{what}: cancelled (the gateway is stopping)")
                     f.write(chunk)
                     size += len(chunk)
                 f.flush()
@@ -188,7 +194,8 @@ def _error_text(r: requests.Response) -> str:
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
-    # urllib3 nests its reasons; the last one is the useful one.
-    if "(" in text and text.endswith(")") and len(text) > 200:
-        text = text[text.rfind("(") + 1 : -1]
+    # urllib3 nests its reasons; the OS error at the bottom is the useful part.
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if found:
+        return found.group(0)
     return text[:300]

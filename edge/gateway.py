@@ -40,7 +40,7 @@ from edge.policy import (
 )
 from edge.schedule import Opening
 from edge.secrets import SecretError, load_pin_key
-from edge.store import SqlOp, Store
+from edge.store import Many, SqlOp, Store
 
 if TYPE_CHECKING:
     from edge.sync import Sync
@@ -118,8 +118,8 @@ class Gateway:
             self.index = await asyncio.to_thread(load_index, self.db_path, gen)
         await self._load_runtime_state()
         meta = await self.store.meta()
-        synced = meta.get("synced_at") or meta.get("imported_at")
-        self._synced_at = float(synced) if synced else None
+        marks = [float(meta[k]) for k in ("synced_at", "imported_at") if meta.get(k)]
+        self._synced_at = max(marks) if marks else None
         self._cloud_time = float(meta["cloud_time"]) if meta.get("cloud_time") else None
         if self.hardware is not None:
             await self.hardware.start()
@@ -536,7 +536,9 @@ class Gateway:
 
     # --- import -----------------------------------------------------------------
 
-    async def import_snapshot(self, path: Path, source: str = "admin") -> dict[str, Any]:
+    async def import_snapshot(
+        self, path: Path, source: str = "admin", fetched_at: float | None = None
+    ) -> dict[str, Any]:
         async with self._import_lock:
             old = self.index.generation
             try:
@@ -555,6 +557,8 @@ class Gateway:
             if staged.generated_at is not None:
                 self.note_cloud_time(staged.generated_at.timestamp())
             self._sync_doors()  # the new site's doors and schedules, at once
+            if fetched_at is not None:
+                await self._reconcile_day_passes(fetched_at)
             box = [old_index]
             del old_index, index
             await asyncio.to_thread(dismantle, box)
@@ -592,6 +596,7 @@ class Gateway:
         cursor: str | None,
         source: str,
         prefix: str = "changes",
+        fetched_at: float | None = None,
     ) -> dict[str, Any]:
         """Check a batch of changes, commit what passes (with `cursor`), update the index.
 
@@ -630,6 +635,9 @@ class Gateway:
                 if cursor is not None:
                     ix.cursor = cursor
             self._sync_doors()
+            if fetched_at is not None:
+                companies = {oid for (kind, oid) in batch.final if kind == "company"}
+                await self._reconcile_day_passes(fetched_at, set(holders), companies)
             seconds = time.monotonic() - started
             if batch.final or batch.refused:
                 log.info(
@@ -647,6 +655,60 @@ class Gateway:
                 "reloaded": batch.reload,
                 "seconds": round(seconds, 4),
             }
+
+    async def _reconcile_day_passes(
+        self,
+        fetched_at: float,
+        holders: set[str] | None = None,
+        companies: set[str] | None = None,
+    ) -> None:
+        """Day passes used here from a balance, once the cloud's counts include them.
+
+        A use from a member's or a company's balance is subtracted locally until
+        its `usage.day_pass` event was accepted by the cloud *and* a document
+        fetched after that arrived: that document's balance already counts it.
+        `holders`/`companies`: the documents that arrived (None: a whole snapshot).
+        """
+        if holders is not None and not holders and not companies:
+            return
+        rows = await self.store.fetchall(
+            "SELECT u.holder, u.day, u.source, u.company FROM day_pass_uses u "
+            "LEFT JOIN outbox o ON o.id = u.event_id "
+            "WHERE u.reflected = 0 AND u.source IN ('balance', 'company') "
+            "AND (o.id IS NULL OR (o.state = 'delivered' AND o.delivered < ?))",
+            (fetched_at,),
+        )
+        st = self.state
+        done: list[tuple[str, str]] = []
+        for holder, day, source, company in rows:
+            if holders is not None and not (
+                (source == "balance" and holder in holders)
+                or (source == "company" and company in (companies or ()))
+            ):
+                continue
+            done.append((holder, day))
+            if source == "balance":
+                left = st.balance_used.get(holder, 0) - 1
+                if left > 0:
+                    st.balance_used[holder] = left
+                else:
+                    st.balance_used.pop(holder, None)
+            elif company is not None:
+                left = st.company_used.get(company, 0) - 1
+                if left > 0:
+                    st.company_used[company] = left
+                else:
+                    st.company_used.pop(company, None)
+        if done:
+            await self.store.write(
+                [
+                    (
+                        "UPDATE day_pass_uses SET reflected = 1 WHERE holder = ? AND day = ?",
+                        Many(done),
+                    )
+                ]
+            )
+            log.info("sync: %d day pass use(s) now counted in the cloud's balances", len(done))
 
     async def _credentials_of(self, holders: list[str]) -> dict[str, list[tuple[str, str]]]:
         out: dict[str, list[tuple[str, str]]] = {}
@@ -709,7 +771,7 @@ class Gateway:
                 self.alarm(reason, detail, doors=sorted(doors))
             elif self._offline is not None:
                 log.warning("gateway: %s is over", self._offline[0])
-                self.alarm(f"{self._offline[0]}_cleared", "the cache is current again")
+                self.alarm(f"{self._offline[0]}_cleared", f"{self._offline[0]} is over")
             self._offline = state
 
     # --- admin actions -----------------------------------------------------------

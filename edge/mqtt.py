@@ -36,7 +36,7 @@ class MqttLink:
         self.client_id = client_id
         self.state_dir = state_dir
         self.connected = False
-        self.fault: str | None = None
+        self.fault: str | None = "connecting"
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,6 +61,11 @@ class MqttLink:
                 except SecretError as exc:
                     log.error("mqtt: %s", exc)
                     raw = None
+                if raw is None:
+                    log.error(
+                        "mqtt: no password in the secret %r; connecting without one",
+                        self.cfg.password_secret,
+                    )
                 password = raw.decode().strip() if raw else None
             c.username_pw_set(self.cfg.username, password)
         if self.cfg.tls:

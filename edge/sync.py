@@ -47,6 +47,7 @@ log = logging.getLogger("edge.sync")
 
 SNAPSHOT_FILE = "snapshot.download.json"
 NONCE_KEEP_S = 4 * MAX_SKEW_S  # a nonce older than the skew window is refused as stale anyway
+ALARMS_PER_MINUTE = 10
 
 
 @dataclass
@@ -104,6 +105,9 @@ class Sync:
         self._pull_lock = asyncio.Lock()
         self._pending_pull: asyncio.Task[None] | None = None
         self._want_snapshot = False
+        self._pull_again = False
+        self._upload_limit: int | None = None  # narrowed while a refused batch is bisected
+        self._alarms: dict[str, tuple[float, int, int]] = {}  # reason: (window start, n, held)
         self._upload_wake = asyncio.Event()
         self._upload_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,6 +145,8 @@ class Sync:
         self.request_pull()
 
     async def stop(self) -> None:
+        if self.client is not None:
+            self.client.cancelled.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -185,10 +191,13 @@ class Sync:
     # --- pull ----------------------------------------------------------------------------
 
     def request_pull(self, snapshot: bool = False) -> None:
-        """Pull as soon as possible (coalesced with one already waiting)."""
+        """Pull as soon as possible. A request while a pull runs makes it pull once
+        more when done: what it fetched may be older than what was just pushed."""
         self._want_snapshot |= snapshot
         if self._pending_pull is None or self._pending_pull.done():
             self._pending_pull = asyncio.create_task(self._pull(), name="sync.pull")
+        else:
+            self._pull_again = True
 
     async def _scheduled_pull(self) -> None:
         if self.auth_failed or (self.pull.retry_at and time.time() < self.pull.retry_at):
@@ -210,13 +219,22 @@ class Sync:
         return await self.status()
 
     async def _pull(self) -> None:
+        while True:
+            self._pull_again = False
+            await self._pull_once()
+            if not self._pull_again or self.pull.retry_at is not None:
+                return
+
+    async def _pull_once(self) -> None:
         async with self._pull_lock:
             if self.auth_failed or self.client is None:
                 return
             snapshot, self._want_snapshot = self._want_snapshot, False
+            fetched_at = time.time()
             try:
-                await self._pull_changes(snapshot)
+                await self._pull_changes(snapshot, fetched_at)
             except CloudError as exc:
+                self._want_snapshot |= snapshot  # a snapshot asked for is still wanted
                 self._pull_failed(exc)
             except Exception as exc:  # a refused snapshot, a store failure: retried too
                 log.exception("sync: pull failed")
@@ -227,10 +245,10 @@ class Sync:
                 self.pull.ok()
                 await self.gw.mark_synced(time.time())
 
-    async def _pull_changes(self, snapshot: bool) -> None:
+    async def _pull_changes(self, snapshot: bool, fetched_at: float) -> None:
         assert self.client is not None
         if snapshot or not self.gw.index.loaded or not self.gw.index.cursor:
-            await self._snapshot()
+            await self._snapshot(fetched_at)
         gone = 0
         while True:
             cursor = self.gw.index.cursor
@@ -241,17 +259,19 @@ class Sync:
                 if exc.kind != "gone" or gone:
                     raise
                 gone += 1
-                log.warning("sync: cursor %s is too old; taking a fresh snapshot", cursor)
-                await self._snapshot()
+                log.warning("sync: the cloud no longer knows cursor %s; taking a snapshot", cursor)
+                await self._snapshot(time.time())
                 continue
             self._clock(reply.server_time)
             body = reply.body
             if body["changes"] or body["cursor"] != cursor:
-                await self.gw.apply_changes(body["changes"], body["cursor"], "pull")
+                await self.gw.apply_changes(
+                    body["changes"], body["cursor"], "pull", fetched_at=fetched_at
+                )
             if not body.get("more"):
                 return
 
-    async def _snapshot(self) -> None:
+    async def _snapshot(self, fetched_at: float) -> None:
         assert self.client is not None
         dest = self.gw.state_dir / SNAPSHOT_FILE
         started = time.monotonic()
@@ -263,7 +283,7 @@ class Sync:
                 dest.stat().st_size / 1e6,
                 time.monotonic() - started,
             )
-            await self.gw.import_snapshot(dest, source="cloud")
+            await self.gw.import_snapshot(dest, source="cloud", fetched_at=fetched_at)
         finally:
             dest.unlink(missing_ok=True)
 
@@ -316,10 +336,13 @@ class Sync:
         except PushRejected as exc:
             self.pushes_rejected += 1
             log.error("sync: push refused: %s", exc)
-            self.gw.alarm("push_rejected", exc.detail, reason=exc.reason)
+            self._alarm_limited(exc.reason, exc.detail)
+            if exc.reason == "stale":
+                # Perhaps genuine but late (queued while we were away): catch up by pulling.
+                self.request_pull()
             return
         self.nonces.seen_at[msg.nonce] = now
-        self.gw.store.submit(
+        noted = self.gw.store.submit(
             [("INSERT OR IGNORE INTO push_nonces (nonce, at) VALUES (?, ?)", (msg.nonce, now))]
         )
         self.pushes_accepted += 1
@@ -332,7 +355,21 @@ class Sync:
         elif msg.type == "resync":
             self.request_pull(snapshot=True)
         else:
-            self._spawn(self._command(msg), "sync.push_command")
+            self._spawn(self._command(msg, noted), "sync.push_command")
+
+    def _alarm_limited(self, reason: str, detail: str) -> None:
+        """At most ALARMS_PER_MINUTE refused-push alarms per reason: whoever can
+        publish on the broker must not be able to flood the outbox."""
+        now = time.time()
+        start, n, held = self._alarms.get(reason, (now, 0, 0))
+        if now - start >= 60:
+            start, n = now, 0
+        if n < ALARMS_PER_MINUTE:
+            extra = {"suppressed_before": held} if held else {}
+            self.gw.alarm("push_rejected", detail, reason=reason, **extra)
+            self._alarms[reason] = (start, n + 1, 0)
+        else:
+            self._alarms[reason] = (start, n, held + 1)
 
     async def _push_changes(self, msg: PushMessage) -> None:
         changes = msg.body.get("changes")
@@ -344,9 +381,11 @@ class Sync:
         # The pull brings the pushed changes into cursor order with any in between.
         self.request_pull()
 
-    async def _command(self, msg: PushMessage) -> None:
+    async def _command(self, msg: PushMessage, noted: asyncio.Future[int]) -> None:
         from edge.gateway import Actor, GatewayError
 
+        # The nonce is durable before the command runs: a replay after a crash is refused.
+        await noted
         body = msg.body
         spec = body.get("command")
         params: dict[str, Any] = dict(spec) if isinstance(spec, dict) else dict(body)
@@ -388,7 +427,7 @@ class Sync:
             elif not self.auth_failed and self.client is not None:
                 rows = await store.fetchall(
                     "SELECT id, body FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
-                    (self.cfg.upload_batch,),
+                    (self._upload_limit or self.cfg.upload_batch,),
                 )
                 if rows:
                     await self._upload(rows)
@@ -409,11 +448,16 @@ class Sync:
             if exc.kind == "auth":
                 self._auth_stop(str(exc))
                 return
+            if exc.kind == "refused":
+                await self._bisect(rows, str(exc))
+                return
             delay = self._backoff(self.upload.failures, exc.retry_after)
             self.upload.retry_at = time.time() + delay
             log.warning("sync: upload failed (%s); retrying in %.1f s", exc, delay)
             return
         self._clock(reply.server_time)
+        if self._upload_limit is not None and len(rows) == self._upload_limit:
+            self._upload_limit = None  # past the refused batch: back to full batches
         sent = {i for i, _ in rows}
         accepted = [i for i in reply.body.get("accepted", []) if i in sent]
         rejected = [
@@ -452,6 +496,25 @@ class Sync:
             log.warning("sync: %s; retrying the rest in %.1f s", message, delay)
         else:
             self.upload.ok()
+
+    async def _bisect(self, rows: list[Any], error: str) -> None:
+        """The cloud refused a whole request (a 4xx): find the event it cannot take
+        by halving the batch, and keep that one as rejected with the cloud's words."""
+        if len(rows) > 1:
+            self._upload_limit = max(1, len(rows) // 2)
+            log.warning("sync: upload refused (%s); retrying %d events", error, self._upload_limit)
+            return
+        event_id = rows[0][0]
+        log.error("sync: the cloud refuses event %s: %s", event_id, error)
+        await self.gw.store.write(
+            [
+                (
+                    "UPDATE outbox SET state = 'rejected', error = ? WHERE id = ?",
+                    (error[:1000], event_id),
+                )
+            ]
+        )
+        self._upload_limit = None
 
     # --- views ---------------------------------------------------------------------------
 

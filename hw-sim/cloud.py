@@ -752,6 +752,7 @@ class CloudSim:
                 return _error(400, f"body.events[{i}].id: required (a non-empty string)")
         accepted: list[str] = []
         rejected: list[dict[str, str]] = []
+        billed: list[dict[str, Any]] = []
         with self._lock:
             for event in events:
                 if event["id"] in self.events:
@@ -764,7 +765,32 @@ class CloudSim:
                     continue
                 self.events[event["id"]] = event
                 accepted.append(event["id"])
+                if event.get("type") == "usage.day_pass":
+                    billed.append(event)
+        for event in billed:
+            self._bill_day_pass(event)
         return _json(200, {"accepted": accepted, "rejected": rejected})
+
+    def _bill_day_pass(self, event: dict[str, Any]) -> None:
+        """As a real cloud does: a pass used from a balance lowers that balance (a change)."""
+        details = event.get("details") or {}
+        source = details.get("source")
+
+        def lower(kind: str, oid: object, field: str) -> dict[str, Any]:
+            text = self._objects[kind].get(str(oid))
+            if text is None:
+                raise WorldError(f"{kind}: unknown {kind} {oid!r}")
+            doc = json.loads(text)
+            doc[field] = max(0, int(doc.get(field) or 0) - 1)
+            return self._put(kind, doc)
+
+        try:
+            if source == "balance":
+                self._operate(lambda: lower("member", event.get("holder"), "day_pass_balance"))
+            elif source == "company":
+                self._operate(lambda: lower("company", details.get("company"), "day_passes"))
+        except WorldError as exc:
+            log.warning("day pass of event %s not billed: %s", event.get("id"), exc)
 
     def _event_problem(self, event: dict[str, Any]) -> str | None:
         kind = event.get("type")

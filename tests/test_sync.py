@@ -479,3 +479,43 @@ def test_a_stale_cache_denies_at_deny_stale_doors(daemon_factory: Any, cloud: Cl
     d.ctl("sync", "now")
     assert d.ctl_json("status")["offline"] is None
     assert decide(d, RESIDENT_CARD) == (True, "plan")
+
+
+def test_a_day_pass_from_a_balance_is_counted_once(daemon_factory: Any, cloud: CloudSim) -> None:
+    d = start(daemon_factory, config(cloud))
+    synced(d, cloud)
+    assert cloud.member("m-1008")["day_pass_balance"] == 2
+    present(d, [DAY_PASS_CARD])
+    shown = d.ctl_json("member", "show", "m-1008")
+    assert (shown["day_pass_balance"], shown["day_pass_balance_used_here"]) == (2, 1)
+    wait_for("the usage delivered", lambda: d.ctl_json("sync", "status")["backlog_total"] == 0)
+    assert cloud.member("m-1008")["day_pass_balance"] == 1  # the cloud billed it
+    d.ctl("sync", "now")
+    # The cloud's balance now counts the use: subtracted once, not twice.
+    shown = d.ctl_json("member", "show", "m-1008")
+    assert (shown["day_pass_balance"], shown["day_pass_balance_used_here"]) == (1, 0)
+    d.stop()
+    d.start()
+    shown = d.ctl_json("member", "show", "m-1008")
+    assert (shown["day_pass_balance"], shown["day_pass_balance_used_here"]) == (1, 0)
+
+
+def test_a_request_the_cloud_refuses_is_narrowed_to_the_event(
+    daemon_factory: Any, cloud: CloudSim
+) -> None:
+    d = start(daemon_factory, config(cloud))
+    synced(d, cloud)
+    wait_for("startup events delivered", lambda: d.ctl_json("sync", "status")["backlog_total"] == 0)
+    cloud.stop()
+    present(d, [RESIDENT_CARD] * 4)
+    # The cloud refuses the first four requests whole (400): the batch is halved
+    # down to one event, which is kept as rejected; the others go through.
+    cloud.faults.fail_next(4, status=400, path="events")
+    cloud.start()
+    d.ctl("sync", "now")
+    outbox = wait_for(
+        "the narrowing", lambda: (o := d.ctl_json("outbox")) and o["pending"] == 0 and o
+    )
+    assert outbox["rejected"] == 1
+    assert "HTTP 400" in outbox["events"][0]["error"]
+    assert sum(cloud.counts().values()) == sum(local_counts(d).values()) - 1
