@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 
-from common import percentile, result, start_daemon, stop_daemon
+from common import DecisionSampler, percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
@@ -176,58 +173,33 @@ def bench_import() -> None:
     state = fresh_copy(members, "import")
     document = snapshot(members)
     proc, _ = start_daemon(state, CONFIG)
-    sock = state / "admin.sock"
-    latencies: list[float] = []
-    done = threading.Event()
-
-    def sample_decisions() -> None:
-        # One connection, back-to-back dry-run decisions over the admin socket.
-        rng = random.Random(3)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(sock))
-            reader = s.makefile("rb")
-            while not done.is_set():
-                i = rng.randrange(members)
-                request = {
-                    "id": 1,
-                    "method": "decide",
-                    "params": {"door": "front", "card": f"H10306:{i >> 16}:{i & 0xFFFF}"},
-                }
-                t0 = time.perf_counter()
-                s.sendall(json.dumps(request).encode() + b"\n")
-                reader.readline()
-                latencies.append((time.perf_counter() - t0) * 1000)
-                time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample_decisions, name="bench.sampler")
-    sampler.start()
+    sampler = DecisionSampler(state / "admin.sock", members)
     try:
-        time.sleep(0.5)
-        baseline = len(latencies)
-        t0 = time.monotonic()
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge.edgectl",
-                "--state-dir",
-                str(state),
-                "import",
-                str(document),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        seconds = time.monotonic() - t0
+        with sampler:
+            time.sleep(0.5)
+            baseline = len(sampler.latencies)
+            t0 = time.monotonic()
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge.edgectl",
+                    "--state-dir",
+                    str(state),
+                    "import",
+                    str(document),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            seconds = time.monotonic() - t0
     finally:
-        done.set()
-        sampler.join()
         stop_daemon(proc)
     if r.returncode != 0:
         raise RuntimeError(f"import failed: {r.stderr}")
-    during = latencies[baseline:]
+    during = sampler.latencies[baseline:]
     result(
         bench="import",
         members=members,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,3 +62,42 @@ def start_daemon(
 def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     proc.wait(60)
+
+
+class DecisionSampler:
+    """Back-to-back dry-run decisions on a connection of their own (one every
+    2 ms, a random member's card at the front door), in a thread, while the
+    benchmark does something else; `latencies` are the round trips in ms."""
+
+    def __init__(self, sock: Path, members: int, seed: int = 3) -> None:
+        self.sock = sock
+        self.members = members
+        self.rng = random.Random(seed)
+        self.latencies: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench.sampler")
+
+    def __enter__(self) -> DecisionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.sock))
+            reader = s.makefile("rb")
+            while not self._done.is_set():
+                i = self.rng.randrange(self.members)
+                request = {
+                    "id": 1,
+                    "method": "decide",
+                    "params": {"door": "front", "card": f"H10306:{i >> 16}:{i & 0xFFFF}"},
+                }
+                t0 = time.perf_counter()
+                s.sendall(json.dumps(request).encode() + b"\n")
+                reader.readline()
+                self.latencies.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.002)

@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from common import _rpc, percentile, result, start_daemon, stop_daemon
+from common import DecisionSampler, _rpc, percentile, result, start_daemon, stop_daemon
 
 from edge.events import make_event
 from edge.secrets import write_secret
@@ -156,35 +155,15 @@ def bench_snapshot_and_changes() -> None:
         sock = state / "admin.sock"
         try:
             # A fresh snapshot over the one in place, with decisions sampled throughout.
-            latencies: list[float] = []
-            done = threading.Event()
-
-            def sample() -> None:
-                decider = Decider(sock)
-                rng = random.Random(3)
-                try:
-                    while not done.is_set():
-                        t0 = time.perf_counter()
-                        decider.reason(_card(rng.randrange(MEMBERS)))
-                        latencies.append((time.perf_counter() - t0) * 1000)
-                        time.sleep(0.002)
-                finally:
-                    decider.close()
-
-            sampler = threading.Thread(target=sample, name="bench.sampler")
-            sampler.start()
-            try:
+            with DecisionSampler(sock, MEMBERS) as sampler:
                 time.sleep(0.5)
-                baseline = len(latencies)
+                baseline = len(sampler.latencies)
                 t0 = time.monotonic()
                 status = _rpc(sock, "sync.now", {"snapshot": True})["result"]
                 apply_s = time.monotonic() - t0
-            finally:
-                done.set()
-                sampler.join()
             if status["pull"]["failures"]:
                 raise RuntimeError(f"the snapshot failed: {status['pull']['last_error']}")
-            during = latencies[baseline:]
+            during = sampler.latencies[baseline:]
             result(
                 bench="snapshot",
                 members=MEMBERS,

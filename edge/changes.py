@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from edge.index import build_booking, build_company, build_door, build_grant
 from edge.model import (
     Billing,
-    Booking,
-    Company,
     Credential,
     DayPass,
-    Door,
     Grant,
     Holder,
     SiteIndex,
@@ -306,13 +304,7 @@ class _Resolver:
         self.bounds = BoundConverter(ix.tz)
 
     def grant(self, a: Access) -> Grant:
-        return Grant(
-            group=a.group,
-            doors=self.ix.groups[a.group],
-            schedule=self.ix.schedules[a.schedule],
-            valid_from=self.bounds.start(_iso(a.valid_from)),
-            valid_to=self.bounds.end(_iso(a.valid_to)),
-        )
+        return build_grant(a, self.ix.groups, self.ix.schedules, self.bounds)
 
     def holder(self, doc: MemberDoc | GuestDoc) -> tuple[Holder, list[Credential]]:
         b = self.bounds
@@ -351,23 +343,6 @@ class _Resolver:
             )
         return h, creds
 
-    def booking(self, doc: BookingDoc) -> Booking:
-        room = self.ix.rooms[doc.room]
-        start, end = doc.start.timestamp(), doc.end.timestamp()
-        return Booking(
-            id=doc.id,
-            room=doc.room,
-            door=room.door,
-            member=doc.member,
-            holders=frozenset((doc.member, *doc.attendees)),
-            start=start,
-            end=end,
-            opens=start - 60 * room.checkin_early_min,
-            release_at=start + 60 * room.no_show_release_min,
-            status=doc.status,
-            invoiced=doc.invoiced,
-        )
-
 
 def patch_index(
     ix: SiteIndex,
@@ -403,21 +378,14 @@ def patch_index(
         elif kind == "booking":
             _drop_booking(ix, oid)
             if isinstance(doc, BookingDoc):
-                b = r.booking(doc)
+                b = build_booking(doc, ix.rooms[doc.room])
                 ix.bookings[oid] = b
                 for h in b.holders:
                     ix.bookings_by_holder[h] = (*ix.bookings_by_holder.get(h, ()), b)
         elif kind == "company":
             if isinstance(doc, CompanyDoc):
-                ix.companies[oid] = Company(
-                    id=oid,
-                    billing=Billing(
-                        doc.billing.status, r.bounds.start(_iso(doc.billing.grace_until))
-                    ),
-                    grants=tuple(r.grant(a) for a in doc.access),
-                    day_passes=doc.day_passes,
-                    credits=doc.credits,
-                )
+                grants = tuple(r.grant(a) for a in doc.access)
+                ix.companies[oid] = build_company(doc, grants, r.bounds)
             else:
                 ix.companies.pop(oid, None)
         elif kind == "plan":
@@ -427,15 +395,7 @@ def patch_index(
                 ix.plans.pop(oid, None)
         elif kind == "door":
             if isinstance(doc, DoorDoc):
-                ix.doors[oid] = Door(
-                    id=oid,
-                    name=doc.name,
-                    mode=doc.mode,
-                    unlock_schedule=ix.schedules[doc.unlock_schedule]
-                    if doc.unlock_schedule
-                    else None,
-                    first_person_in=doc.first_person_in,
-                )
+                ix.doors[oid] = build_door(doc, ix.schedules)
             else:
                 ix.doors.pop(oid, None)
         elif kind == "holiday":

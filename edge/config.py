@@ -60,6 +60,14 @@ def _as_tuple(v: object) -> object:
 ListOf = BeforeValidator(_as_tuple)
 
 
+def _as_path(v: object) -> object:
+    # TOML has no path type: strings become the Path strict mode wants.
+    return Path(v) if isinstance(v, str) else v
+
+
+PathOption = Annotated[Path, BeforeValidator(_as_path)]
+
+
 class SiteConfig(_Section):
     """The site this gateway serves; a snapshot of another site is refused."""
 
@@ -70,22 +78,12 @@ class GatewayConfig(_Section):
     id: Identifier = "gw-1"
 
     # Default: $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/edge-gateway.
-    state_dir: Path | None = None
-
-    @field_validator("state_dir", mode="before")
-    @classmethod
-    def _path(cls, v: object) -> object:
-        return Path(v) if isinstance(v, str) else v
+    state_dir: PathOption | None = None
 
 
 class AdminConfig(_Section):
-    socket: Path | None = None  # default: <state_dir>/admin.sock
+    socket: PathOption | None = None  # default: <state_dir>/admin.sock
     socket_mode: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0660"
-
-    @field_validator("socket", mode="before")
-    @classmethod
-    def _path(cls, v: object) -> object:
-        return Path(v) if isinstance(v, str) else v
 
 
 class LogConfig(_Section):
@@ -126,7 +124,7 @@ class CloudConfig(_Section):
     token_secret: Identifier = "cloud_token"  # noqa: S105 - a file name
     # A CA bundle (PEM) to verify the cloud's TLS certificate against instead of
     # the system's; TLS is verified either way.
-    ca_bundle: Path | None = None
+    ca_bundle: PathOption | None = None
     # Changes are pulled this often; a push makes the gateway pull at once.
     pull_interval_s: Annotated[float, Field(ge=1, le=86400)] = 60
     # Connect and read timeouts of every request (a read timeout is per chunk).
@@ -145,11 +143,6 @@ class CloudConfig(_Section):
     # The cloud's Ed25519 public keys by key id (several, for rotation): 32
     # bytes in base64url or hex, or a PEM block.
     keys: dict[Identifier, str] = {}
-
-    @field_validator("ca_bundle", mode="before")
-    @classmethod
-    def _path(cls, v: object) -> object:
-        return Path(v) if isinstance(v, str) else v
 
     @field_validator("keys")
     @classmethod
@@ -181,16 +174,11 @@ class MqttConfig(_Section):
     # The password's file name in the secrets directory.
     password_secret: Identifier | None = None
     tls: bool = False
-    ca_bundle: Path | None = None
+    ca_bundle: PathOption | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     # Default: "edge-<site>-<gateway>"; stable, so the broker keeps QoS 1
     # messages for the gateway while it is away.
     client_id: str | None = None
-
-    @field_validator("ca_bundle", mode="before")
-    @classmethod
-    def _path(cls, v: object) -> object:
-        return Path(v) if isinstance(v, str) else v
 
 
 # --- hardware ----------------------------------------------------------------------------
@@ -228,7 +216,7 @@ class WiegandReaderSection(_Section):
     chip: str = "/dev/gpiochip0"
     d0: Annotated[int, Field(ge=0, le=1023)] | None = None
     d1: Annotated[int, Field(ge=0, le=1023)] | None = None
-    socket: Path | None = None
+    socket: PathOption | None = None
     # Reader LED and beeper inputs, driven through GPIO outputs (gpiod only).
     led_line: Annotated[int, Field(ge=0, le=1023)] | None = None
     beeper_line: Annotated[int, Field(ge=0, le=1023)] | None = None
@@ -247,11 +235,6 @@ class WiegandReaderSection(_Section):
     raw_lengths: Annotated[tuple[Annotated[int, Field(ge=8, le=128)], ...], ListOf] = ()
     # A PIN being typed is forgotten after this many seconds without a key.
     pin_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
-
-    @field_validator("socket", mode="before")
-    @classmethod
-    def _path(cls, v: object) -> object:
-        return Path(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _source(self) -> WiegandReaderSection:

@@ -552,16 +552,13 @@ class Gateway:
             index.cursor = staged.cursor
             index.generated_at = staged.generated_at.timestamp() if staged.generated_at else None
             await self.store.write(commit_ops(staged))
-            old_index, self.index = self.index, index  # the swap: one assignment on the loop
             self._synced_at = time.time()
             if staged.generated_at is not None:
                 self.note_cloud_time(staged.generated_at.timestamp())
-            self._sync_doors()  # the new site's doors and schedules, at once
+            await self._swap_index(index)
+            del index
             if fetched_at is not None:
                 await self._reconcile_day_passes(fetched_at)
-            box = [old_index]
-            del old_index, index
-            await asyncio.to_thread(dismantle, box)
             log.info(
                 "import (%s): generation %d is current (cursor %s): %d members, %d guests, "
                 "%d credentials in %.1f s",
@@ -587,6 +584,15 @@ class Gateway:
                 "credentials": staged.credentials,
                 "seconds": round(staged.seconds, 3),
             }
+
+    async def _swap_index(self, index: SiteIndex) -> None:
+        """Make `index` current (one assignment on the loop), sync the doors to it at
+        once, and free the old one piece by piece from a worker thread."""
+        box = [self.index]
+        self.index = index
+        del index
+        self._sync_doors()
+        await asyncio.to_thread(dismantle, box)
 
     # --- changes from the cloud -----------------------------------------------------
 
@@ -625,16 +631,14 @@ class Gateway:
                 ops.append(_meta_op("cursor", cursor))
             await self.store.write(ops)
             if batch.reload:
-                index = await asyncio.to_thread(load_index, self.db_path, ix.generation)
-                old_index, self.index = self.index, index
-                box = [old_index]
-                del old_index, index
-                await asyncio.to_thread(dismantle, box)
+                await self._swap_index(
+                    await asyncio.to_thread(load_index, self.db_path, ix.generation)
+                )
             else:
                 patch_index(ix, batch, old)
                 if cursor is not None:
                     ix.cursor = cursor
-            self._sync_doors()
+                self._sync_doors()
             if fetched_at is not None:
                 companies = {oid for (kind, oid) in batch.final if kind == "company"}
                 await self._reconcile_day_passes(fetched_at, set(holders), companies)

@@ -92,6 +92,61 @@ def _schedule(doc: ScheduleDoc) -> Schedule:
     return Schedule(doc.id, windows, doc.closed_on_holidays)
 
 
+# --- documents to index objects (shared with edge.changes) ---------------------------
+
+
+def build_door(d: DoorDoc, schedules: dict[str, Schedule]) -> Door:
+    return Door(
+        id=d.id,
+        name=d.name,
+        mode=d.mode,
+        unlock_schedule=schedules[d.unlock_schedule] if d.unlock_schedule else None,
+        first_person_in=d.first_person_in,
+    )
+
+
+def build_grant(
+    a: Access,
+    groups: dict[str, frozenset[str]],
+    schedules: dict[str, Schedule],
+    bounds: BoundConverter,
+) -> Grant:
+    return Grant(
+        group=a.group,
+        doors=groups[a.group],
+        schedule=schedules[a.schedule],
+        valid_from=bounds.start(_iso(a.valid_from)),
+        valid_to=bounds.end(_iso(a.valid_to)),
+    )
+
+
+def build_company(c: CompanyDoc, grants: tuple[Grant, ...], bounds: BoundConverter) -> Company:
+    return Company(
+        id=c.id,
+        billing=Billing(c.billing.status, bounds.start(_iso(c.billing.grace_until))),
+        grants=grants,
+        day_passes=c.day_passes,
+        credits=c.credits,
+    )
+
+
+def build_booking(b: BookingDoc, room: Room) -> Booking:
+    start, end = b.start.timestamp(), b.end.timestamp()
+    return Booking(
+        id=b.id,
+        room=b.room,
+        door=room.door,
+        member=b.member,
+        holders=frozenset((b.member, *b.attendees)),
+        start=start,
+        end=end,
+        opens=start - 60 * room.checkin_early_min,
+        release_at=start + 60 * room.no_show_release_min,
+        status=b.status,
+        invoiced=b.invoiced,
+    )
+
+
 def _load(conn: sqlite3.Connection, gen: int) -> SiteIndex:
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     objects: dict[str, list[str]] = defaultdict(list)
@@ -109,29 +164,14 @@ def _load(conn: sqlite3.Connection, gen: int) -> SiteIndex:
     }
     holidays = frozenset(HolidayDoc.model_validate_json(d).date for d in objects["holiday"])
     door_docs = [DoorDoc.model_validate_json(d) for d in objects["door"]]
-    doors = {
-        d.id: Door(
-            id=d.id,
-            name=d.name,
-            mode=d.mode,
-            unlock_schedule=schedules[d.unlock_schedule] if d.unlock_schedule else None,
-            first_person_in=d.first_person_in,
-        )
-        for d in door_docs
-    }
+    doors = {d.id: build_door(d, schedules) for d in door_docs}
     groups = {
         g.id: frozenset(g.doors)
         for g in (AccessGroupDoc.model_validate_json(d) for d in objects["access_group"])
     }
 
     def grant(a: Access) -> Grant:
-        return Grant(
-            group=a.group,
-            doors=groups[a.group],
-            schedule=schedules[a.schedule],
-            valid_from=bounds.start(_iso(a.valid_from)),
-            valid_to=bounds.end(_iso(a.valid_to)),
-        )
+        return build_grant(a, groups, schedules, bounds)
 
     plans = {
         p.id: tuple(grant(a) for a in p.access)
@@ -139,13 +179,7 @@ def _load(conn: sqlite3.Connection, gen: int) -> SiteIndex:
     }
     companies: dict[str, Company] = {}
     for c in (CompanyDoc.model_validate_json(d) for d in objects["company"]):
-        companies[c.id] = Company(
-            id=c.id,
-            billing=Billing(c.billing.status, bounds.start(_iso(c.billing.grace_until))),
-            grants=tuple(grant(a) for a in c.access),
-            day_passes=c.day_passes,
-            credits=c.credits,
-        )
+        companies[c.id] = build_company(c, tuple(grant(a) for a in c.access), bounds)
 
     # Members and guests: personal grants, passes and PINs first, keyed by holder.
     grants_of: dict[str, list[Grant]] = defaultdict(list)
@@ -246,21 +280,7 @@ def _load(conn: sqlite3.Connection, gen: int) -> SiteIndex:
     bookings: dict[str, Booking] = {}
     by_holder: dict[str, list[Booking]] = defaultdict(list)
     for b in (BookingDoc.model_validate_json(d) for d in objects["booking"]):
-        room = rooms[b.room]
-        start, end = b.start.timestamp(), b.end.timestamp()
-        booking = Booking(
-            id=b.id,
-            room=b.room,
-            door=room.door,
-            member=b.member,
-            holders=frozenset((b.member, *b.attendees)),
-            start=start,
-            end=end,
-            opens=start - 60 * room.checkin_early_min,
-            release_at=start + 60 * room.no_show_release_min,
-            status=b.status,
-            invoiced=b.invoiced,
-        )
+        booking = build_booking(b, rooms[b.room])
         bookings[b.id] = booking
         for h in booking.holders:
             by_holder[h].append(booking)
