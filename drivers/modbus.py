@@ -333,6 +333,53 @@ class ModbusBus:
         )
         return self._bits(unit, what, reply, count)
 
+    async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
+        _check_address(address, count, most=125)
+        what = f"read holding registers {address}+{count}"
+        reply = await self._request(
+            unit, what, lambda c: c.read_holding_registers(address, count=count, device_id=unit)
+        )
+        return self._registers(unit, what, reply, count)
+
+    async def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
+        _check_address(address, count, most=125)
+        what = f"read input registers {address}+{count}"
+        reply = await self._request(
+            unit, what, lambda c: c.read_input_registers(address, count=count, device_id=unit)
+        )
+        return self._registers(unit, what, reply, count)
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """Function 6; returns once the unit has echoed the value."""
+        _check_address(address, 1)
+        _check_values([value])
+        what = f"write register {address} = {value}"
+        reply = await self._request(
+            unit, what, lambda c: c.write_register(address, value, device_id=unit)
+        )
+        if reply.address != address or list(reply.registers[:1]) != [value]:
+            self._protocol_error(
+                unit, f"{what}: acknowledged as register {reply.address} = {reply.registers}"
+            )
+
+    async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
+        """Function 16; returns once the unit has acknowledged the range."""
+        _check_address(address, len(values), most=123)
+        _check_values(values)
+        what = f"write registers {address}+{len(values)} = {values}"
+        reply = await self._request(
+            unit, what, lambda c: c.write_registers(address, values, device_id=unit)
+        )
+        if reply.address != address or reply.count != len(values):
+            self._protocol_error(
+                unit, f"{what}: acknowledged as registers {reply.address}+{reply.count}"
+            )
+
+    def _registers(self, unit: int, what: str, reply: ModbusPDU, count: int) -> list[int]:
+        if len(reply.registers) != count:
+            self._protocol_error(unit, f"{what}: got {len(reply.registers)} registers")
+        return list(reply.registers)
+
     def _bits(self, unit: int, what: str, reply: ModbusPDU, count: int) -> list[bool]:
         if len(reply.bits) < count:
             self._protocol_error(unit, f"{what}: got {len(reply.bits)} bits")
@@ -616,9 +663,16 @@ def _check_unit(unit: int) -> None:
         raise ValueError(f"unit {unit}: Modbus unit ids are 1-247")
 
 
-def _check_address(address: int, count: int) -> None:
-    if not 0 <= address <= 0xFFFF or not 1 <= count <= 2000 or address + count > 0x10000:
-        raise ValueError(f"address {address}, count {count}: outside 0-65535 or 1-2000")
+def _check_address(address: int, count: int, *, most: int = 2000) -> None:
+    # Register requests carry fewer (125 read, 123 written): their callers pass `most`.
+    if not 0 <= address <= 0xFFFF or not 1 <= count <= most or address + count > 0x10000:
+        raise ValueError(f"address {address}, count {count}: outside 0-65535 or 1-{most}")
+
+
+def _check_values(values: list[int]) -> None:
+    for value in values:
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"register value {value}: outside 0-65535")
 
 
 # --- inputs --------------------------------------------------------------------------------
