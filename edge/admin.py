@@ -237,6 +237,30 @@ async def _sync_status(server: AdminServer, call: Call) -> Any:
     return await _sync(server).status()
 
 
+@method("rooms", False, "every room: phase, booking, next bookings, devices")
+async def _rooms(server: AdminServer, call: Call) -> Any:
+    rooms = server.gateway.rooms
+    if rooms is None:
+        raise GatewayError("not_configured", "rooms need the site broker ([mqtt], [rooms])")
+    return rooms.view()
+
+
+@method("wifi.rotate", True, "rotate the guest Wi-Fi passphrase now")
+async def _wifi_rotate(server: AdminServer, call: Call) -> Any:
+    wifi = server.gateway.wifi
+    if wifi is None:
+        raise GatewayError("not_configured", "guest Wi-Fi is not configured ([wifi])")
+    return await wifi.rotate("edgectl")
+
+
+@method("wifi", False, "the guest Wi-Fi passphrase and its next rotation")
+async def _wifi(server: AdminServer, call: Call) -> Any:
+    wifi = server.gateway.wifi
+    if wifi is None:
+        raise GatewayError("not_configured", "guest Wi-Fi is not configured ([wifi])")
+    return wifi.view()
+
+
 @method("outbox", False, "events not delivered to the cloud: pending and rejected")
 async def _outbox(server: AdminServer, call: Call) -> Any:
     limit = _limit(call)

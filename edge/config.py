@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.hvac import ModbusHvacConfig
 from drivers.modbus import ModbusRtuBus, ModbusTcpBus
+from drivers.mqtt_devices import JsonDevice, TasmotaDevice, Zigbee2MqttDevice
 from drivers.osdp import OsdpBusConfig, OsdpReaderConfig
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-gateway")
@@ -179,6 +181,58 @@ class MqttConfig(_Section):
     # Default: "edge-<site>-<gateway>"; stable, so the broker keeps QoS 1
     # messages for the gateway while it is away.
     client_id: str | None = None
+    # Run a pure-Python broker (amqtt) inside the gateway on host:port, for a
+    # demo or a box without Mosquitto. Production sites run Mosquitto.
+    embedded: bool = False
+
+
+# --- rooms and their devices -------------------------------------------------------------
+
+
+class RoomConfig(_Section):
+    """How a room of the site (by its id in the cloud's data) follows its bookings.
+
+    Durations are minutes; fractions are allowed (0.5 is 30 s).
+    """
+
+    # Devices may be used without a booking: nothing is switched off in a free room.
+    free_use: bool = False
+    # HVAC goes to comfort this long before a booking starts.
+    preconditioning_min: Annotated[float, Field(ge=0, le=240)] = 15
+    # The panel warns this long before the end.
+    ending_warning_min: Annotated[float, Field(ge=0, le=60)] = 5
+    # Devices stay on this long after the end; presence in that time is overtime.
+    grace_min: Annotated[float, Field(ge=0, le=60)] = 5
+    # Overtime is billed in whole units of this many minutes.
+    overtime_unit_min: Annotated[int, Field(ge=1, le=240)] = 15
+    # The longest booking the panel takes at once (book now, extend).
+    max_panel_booking_min: Annotated[int, Field(ge=5, le=720)] = 240
+
+
+DeviceConfig = Annotated[
+    TasmotaDevice | Zigbee2MqttDevice | JsonDevice | ModbusHvacConfig,
+    Field(discriminator="type"),
+]
+
+
+class WifiConfig(_Section):
+    """The guest Wi-Fi passphrase, rotated and published for the access point."""
+
+    ssid: Annotated[str, Field(min_length=1, max_length=32)]
+    # Rotated every day at this site-local time ("HH:MM").
+    rotate_at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "04:00"
+    # Every `rotate_days` days (1 = daily).
+    rotate_days: Annotated[int, Field(ge=1, le=365)] = 1
+    # Groups of four characters; 3 groups is 14 characters and about 62 bits.
+    groups: Annotated[int, Field(ge=2, le=8)] = 3
+    # Show the passphrase on the room panels.
+    on_panels: bool = True
+
+
+class HomeAssistantConfig(_Section):
+    # Publish Home Assistant MQTT discovery for rooms, doors and devices.
+    discovery: bool = False
+    prefix: Annotated[str, Field(pattern=r"^[^\s#+]+$")] = "homeassistant"
 
 
 # --- hardware ----------------------------------------------------------------------------
@@ -335,6 +389,16 @@ class Config(_Section):
     buses: dict[Identifier, BusConfig] = {}
     readers: dict[Identifier, ReaderConfig] = {}
     doors: dict[Identifier, DoorHardware] = {}
+    rooms: dict[Identifier, RoomConfig] = {}
+    devices: dict[Identifier, DeviceConfig] = {}
+    wifi: WifiConfig | None = None
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+
+    @property
+    def uses_mqtt(self) -> bool:
+        """Whether the gateway connects to the site broker at all."""
+        push = self.cloud is not None and self.cloud.push
+        return push or bool(self.rooms or self.devices or self.wifi) or self.mqtt.embedded
 
     def state_dir(self, override: Path | None = None) -> Path:
         if override is not None:
@@ -412,6 +476,14 @@ def _cross_check(cfg: Config) -> list[str]:
             ref = getattr(door, key)
             if ref is not None:
                 bus_of(f"{where}.{key}.bus", ref.bus, modbus, "an input")
+    for dev_id, dev in cfg.devices.items():
+        if dev.room not in cfg.rooms:
+            known = ", ".join(sorted(cfg.rooms)) or "none configured"
+            problems.append(
+                f"devices.{dev_id}.room: no room {dev.room!r} in [rooms] (known: {known})"
+            )
+        if isinstance(dev, ModbusHvacConfig):
+            bus_of(f"devices.{dev_id}.bus", dev.bus, modbus, "an HVAC unit")
     return problems
 
 

@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("now", parents=[common], help="pull and upload now")
     p.add_argument("--snapshot", action="store_true", help="take a whole snapshot first")
     ssub.add_parser("status", parents=[common], help="cursor, last success, errors, backlog")
+    sub.add_parser("rooms", parents=[common], help="rooms: phase, booking, devices")
+    p = sub.add_parser("wifi", parents=[common], help="guest Wi-Fi: show | rotate")
+    p.add_argument("wifi_command", nargs="?", choices=["show", "rotate"], default="show")
     p = sub.add_parser("outbox", parents=[common], help="events not yet delivered to the cloud")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--state", choices=["pending", "rejected"])
@@ -341,6 +344,18 @@ def run(args: argparse.Namespace, client: Client) -> int:
         (out or _human_sync)(result)
         if args.sync_command == "now" and (result["stopped"] or result["pull"]["failures"]):
             return EXIT_DENIED
+    elif cmd == "rooms":
+        result = client.call("rooms")
+        (out or _human_rooms)(result)
+    elif cmd == "wifi":
+        result = client.call("wifi.rotate" if args.wifi_command == "rotate" else "wifi")
+        if out:
+            out(result)
+        else:
+            print(f"ssid:        {result['ssid']}")
+            print(f"passphrase:  {result['passphrase']}")
+            print(f"since:       {result['since']}")
+            print(f"next:        {result['until']}")
     elif cmd == "outbox":
         query = {"limit": args.limit, **({"state": args.state} if args.state else {})}
         result = client.call("outbox", query)
@@ -352,6 +367,25 @@ def run(args: argparse.Namespace, client: Client) -> int:
                 why = f"  REJECTED: {e['error']}" if e["state"] == "rejected" else ""
                 print(f"  {_event_line(e['event'])}{why}")
     return EXIT_OK
+
+
+def _human_rooms(rooms: list[dict[str, Any]]) -> None:
+    if not rooms:
+        print("no rooms on this site")
+    for r in rooms:
+        b = r.get("booking")
+        line = f"{r['room']:<14} {r['state']:<17}"
+        if b:
+            line += f" {b['id']} {b['start'][11:16]}-{b['end'][11:16]}"
+            if "minutes_left" in r:
+                line += f" ({r['minutes_left']} min left)"
+        print(line)
+        for n in r.get("next", []):
+            print(f"{'':<14} next: {n['id']} {n['start'][11:16]}-{n['end'][11:16]}")
+        for name, d in r.get("devices", {}).items():
+            state = d.get("on", d.get("confirmed"))
+            fault = f"  UNAVAILABLE: {d['fault']}" if not d.get("available", True) else ""
+            print(f"{'':<14} {name}: {state}{fault}")
 
 
 def _human_sync(s: dict[str, Any]) -> None:

@@ -43,7 +43,11 @@ from edge.secrets import SecretError, load_pin_key
 from edge.store import Many, SqlOp, Store
 
 if TYPE_CHECKING:
+    from edge.broker import EmbeddedBroker
+    from edge.mqtt import MqttLink
+    from edge.rooms import Rooms
     from edge.sync import Sync
+    from edge.wifi import GuestWifi
 from edge.syncdoc import DocError
 from edge.timeutil import iso_instant
 
@@ -101,6 +105,40 @@ class Gateway:
             from edge.sync import Sync
 
             self.sync = Sync(self, config.cloud)
+        # The site broker: pushes, rooms, devices, panels, guest Wi-Fi. One connection.
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttLink | None = None
+        self.rooms: Rooms | None = None
+        self.wifi: GuestWifi | None = None
+        if config.uses_mqtt:
+            self._build_mqtt()
+
+    def _build_mqtt(self) -> None:
+        from edge.mqtt import MqttLink, Will
+        from edge.rooms import Rooms
+        from edge.topics import topic
+
+        cfg = self.config
+        if cfg.mqtt.embedded:
+            from edge.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port)
+        client_id = cfg.mqtt.client_id or f"edge-{cfg.site.id}-{cfg.gateway.id}"
+        self.mqtt = MqttLink(cfg.mqtt, client_id, self.state_dir)
+        self._availability = topic("gateway_state", site=cfg.site.id, gateway=cfg.gateway.id)
+        self.mqtt.will = Will(self._availability, b'{"state":"offline"}')
+        self.mqtt.on_connect(
+            lambda: (
+                self.mqtt.publish(self._availability, b'{"state":"online"}', retain=True)
+                if self.mqtt is not None
+                else None
+            )
+        )
+        self.rooms = Rooms(self, self.mqtt)
+        if cfg.wifi is not None:
+            from edge.wifi import GuestWifi
+
+            self.wifi = GuestWifi(self, cfg.wifi, self.mqtt, self.rooms.set_wifi)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -133,13 +171,33 @@ class Gateway:
             self.index.credential_count,
         )
         self._emit("gateway.started", time.time(), details={"generation": gen})
+        if self.mqtt is not None:
+            if self.broker is not None:
+                await self.broker.start()
+            if self.rooms is not None:
+                self.rooms.build()
+            if self.sync is not None:
+                self.sync.attach(self.mqtt)
+            await self.mqtt.start()
+            if self.rooms is not None:
+                await self.rooms.start()
+            if self.wifi is not None:
+                await self.wifi.start()
         if self.sync is not None:
             await self.sync.start()
 
     async def stop(self) -> None:
         self.ready = False
+        if self.wifi is not None:
+            await self.wifi.stop()
+        if self.rooms is not None:
+            await self.rooms.stop()
         if self.sync is not None:
             await self.sync.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop(farewell=(self._availability, b'{"state":"offline"}'))
+        if self.broker is not None:
+            await self.broker.stop()
         await self.doors.stop()
         if self.hardware is not None:
             await self.hardware.stop()
@@ -387,23 +445,9 @@ class Gateway:
                 )
             )
         if e.check_in is not None and d.holder is not None:
-            st.checked_in.add(e.check_in)
-            booking = self.index.bookings[e.check_in]
-            events.append(
-                self._event(
-                    "booking.checked_in",
-                    d.at,
-                    door=d.door,
-                    holder=d.holder,
-                    details={"booking": booking.id, "room": booking.room},
-                )
-            )
-            ops.append(
-                (
-                    "INSERT OR IGNORE INTO booking_checkins (booking, holder, at) VALUES (?,?,?)",
-                    (e.check_in, d.holder, d.at),
-                )
-            )
+            self._check_in_records(e.check_in, d.holder, d.door, d.at, events, ops)
+        if self.rooms is not None and self.rooms.by_door:
+            self.rooms.door_used(d.door, d.at)  # someone at a room's door: presence
         if e.first_in is not None:
             st.first_in[d.door] = e.first_in
             events.append(
@@ -437,6 +481,58 @@ class Gateway:
         return None
 
     # --- events ------------------------------------------------------------------
+
+    def _check_in_records(
+        self,
+        booking_id: str,
+        holder: str,
+        door: str | None,
+        at: float,
+        events: list[dict[str, Any]],
+        ops: list[SqlOp],
+        via: str = "door",
+    ) -> str | None:
+        st = self.state
+        st.checked_in.add(booking_id)
+        booking = self.index.bookings.get(booking_id)
+        room = booking.room if booking is not None else None
+        events.append(
+            self._event(
+                "booking.checked_in",
+                at,
+                door=door,
+                holder=holder,
+                details={"booking": booking_id, "room": room, "via": via},
+            )
+        )
+        ops.append(
+            (
+                "INSERT OR IGNORE INTO booking_checkins (booking, holder, at) VALUES (?,?,?)",
+                (booking_id, holder, at),
+            )
+        )
+        if self.rooms is not None:
+            self.rooms.refresh()
+        return room
+
+    def check_in(
+        self, booking_id: str, room: str, holder: str, door: str | None, at: float, via: str
+    ) -> asyncio.Future[int]:
+        """A booking checked in at its room's panel (or any other way but the door)."""
+        events: list[dict[str, Any]] = []
+        ops: list[SqlOp] = []
+        self._check_in_records(booking_id, holder, door, at, events, ops, via=via)
+        log.info("rooms: %s: booking %s checked in (%s) by %s", room, booking_id, via, holder)
+        return self._record(events, ops)
+
+    def event(self, type_: str, at: float, **fields: Any) -> dict[str, Any]:
+        """An event of this gateway, not yet recorded (see `record`)."""
+        return self._event(type_, at, **fields)
+
+    def record(self, events: list[dict[str, Any]], ops: list[SqlOp]) -> asyncio.Future[int]:
+        """Queue events and state changes for one transaction; the future resolves
+        once both are durable."""
+        return self._record(events, ops)
 
     def _event(self, type_: str, at: float, **fields: Any) -> dict[str, Any]:
         return make_event(
@@ -559,6 +655,8 @@ class Gateway:
             del index
             if fetched_at is not None:
                 await self._reconcile_day_passes(fetched_at)
+                if self.rooms is not None:
+                    await self.rooms.reconcile_credits(fetched_at, None, None)
             log.info(
                 "import (%s): generation %d is current (cursor %s): %d members, %d guests, "
                 "%d credentials in %.1f s",
@@ -592,6 +690,8 @@ class Gateway:
         self.index = index
         del index
         self._sync_doors()
+        if self.rooms is not None:
+            self.rooms.index_changed()
         await asyncio.to_thread(dismantle, box)
 
     # --- changes from the cloud -----------------------------------------------------
@@ -639,9 +739,13 @@ class Gateway:
                 if cursor is not None:
                     ix.cursor = cursor
                 self._sync_doors()
+                if self.rooms is not None and any(k == "booking" for k, _ in batch.final):
+                    self.rooms.index_changed()
             if fetched_at is not None:
                 companies = {oid for (kind, oid) in batch.final if kind == "company"}
                 await self._reconcile_day_passes(fetched_at, set(holders), companies)
+                if self.rooms is not None:
+                    await self.rooms.reconcile_credits(fetched_at, set(holders), companies)
             seconds = time.monotonic() - started
             if batch.final or batch.refused:
                 log.info(
@@ -903,6 +1007,17 @@ class Gateway:
                 "last_error": self.sync.pull.last_error if self.sync.pull.failures else None,
                 "push": self.sync.link.view() if self.sync.link is not None else None,
             },
+            "mqtt": None if self.mqtt is None else self.mqtt.view(),
+            "rooms": None
+            if self.rooms is None
+            else [
+                {
+                    "id": r["room"],
+                    "state": r["state"],
+                    "booking": (r.get("booking") or {}).get("id"),
+                }
+                for r in self.rooms.view()
+            ],
             "pin_key": self.pin_key is not None,
             "uptime_s": round(now - self.started_at, 1),
         }

@@ -151,6 +151,9 @@ class Hardware:
             for ref in (door.contact, door.exit):
                 if ref is not None:
                     units.setdefault(ref.bus, set()).add(ref.unit)
+        for dev in cfg.devices.values():
+            if dev.type == "modbus_hvac":
+                units.setdefault(dev.bus, set()).add(dev.unit)
         for name, bus in cfg.buses.items():
             if isinstance(bus, (ModbusRtuBusConfig, ModbusTcpBusConfig)):
                 self.modbus[name] = ModbusBus(name, bus, units=units.get(name, ()))

@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -30,6 +31,15 @@ log = logging.getLogger("edge.mqtt")
 Handler = Callable[[str, bytes], None]
 
 
+@dataclass(frozen=True)
+class Will:
+    """The last-will message the broker publishes if the gateway vanishes."""
+
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
 class MqttLink:
     def __init__(self, cfg: MqttConfig, client_id: str, state_dir: Path) -> None:
         self.cfg = cfg
@@ -37,13 +47,32 @@ class MqttLink:
         self.state_dir = state_dir
         self.connected = False
         self.fault: str | None = "connecting"
+        self.will: Will | None = None
         self._subs: dict[str, tuple[int, Handler]] = {}
+        self._patterns: list[tuple[str, Handler]] = []  # the subscriptions with wildcards
+        self._on_connect_hooks: list[Callable[[], None]] = []
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
         """Register before `start`; renewed on every (re)connect."""
         self._subs[topic] = (qos, handler)
+        if "+" in topic or "#" in topic:
+            self._patterns.append((topic, handler))
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        """Called on the loop after every (re)connect, once subscriptions are renewed."""
+        self._on_connect_hooks.append(hook)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message (from the loop). paho keeps QoS 1 messages published while
+        disconnected and sends them when the connection is back."""
+        c = self._client
+        if c is None:
+            return
+        info = c.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("mqtt: cannot publish to %s: %s", topic, mqtt.error_string(info.rc))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -73,6 +102,8 @@ class MqttLink:
                 cafile=str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
             )
             c.tls_set_context(ctx)
+        if self.will is not None:
+            c.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -85,11 +116,13 @@ class MqttLink:
             log.error("mqtt: %s", self.fault)
         c.loop_start()
 
-    async def stop(self) -> None:
+    async def stop(self, farewell: tuple[str, bytes] | None = None) -> None:
+        """Disconnect cleanly; `farewell` (retained) is published first, since a clean
+        disconnect does not fire the last will."""
         c, self._client = self._client, None
         if c is None:
             return
-        await asyncio.to_thread(_close, c)
+        await asyncio.to_thread(_close, c, farewell if self.connected else None)
         self.connected = False
 
     def view(self) -> dict[str, object]:
@@ -116,8 +149,9 @@ class MqttLink:
         if isinstance(sock, socket.socket):
             # paho leaves Nagle on: a push would wait for the previous segment's ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for topic, (qos, _) in self._subs.items():
-            client.subscribe(topic, qos)
+        subs = [(topic, qos) for topic, (qos, _) in self._subs.items()]
+        for i in range(0, len(subs), 100):  # one SUBSCRIBE per hundred topics
+            client.subscribe(subs[i : i + 100])
         self._call(self._set_state, True, None)
 
     def _on_disconnect(
@@ -132,13 +166,13 @@ class MqttLink:
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         entry = self._subs.get(msg.topic)
-        if entry is None:
-            for pattern, candidate in self._subs.items():
-                if mqtt.topic_matches_sub(pattern, msg.topic):
-                    entry = candidate
-                    break
         if entry is not None:
             self._call(entry[1], msg.topic, bytes(msg.payload))
+            return
+        for pattern, handler in self._patterns:
+            if mqtt.topic_matches_sub(pattern, msg.topic):
+                self._call(handler, msg.topic, bytes(msg.payload))
+                return
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
@@ -156,8 +190,18 @@ class MqttLink:
                 log.warning("mqtt: %s", fault)
         self.connected = connected
         self.fault = fault
+        if connected:
+            for hook in self._on_connect_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("mqtt: a connect hook failed")
 
 
-def _close(c: mqtt.Client) -> None:
+def _close(c: mqtt.Client, farewell: tuple[str, bytes] | None) -> None:
+    if farewell is not None:
+        info = c.publish(farewell[0], farewell[1], qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(timeout=2)
     c.disconnect()
     c.loop_stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -153,6 +154,10 @@ class RuntimeState:
     company_used: dict[str, int] = field(default_factory=dict)
     guest_days: set[tuple[str, date]] = field(default_factory=set)
     checked_in: set[str] = field(default_factory=set)
+    # Bookings as the site changed them (extended, ended early, released), and
+    # bookings made at a room's panel, by holder: kept by the room controller.
+    booking_overrides: dict[str, Booking] = field(default_factory=dict)
+    adhoc_by_holder: dict[str, tuple[Booking, ...]] = field(default_factory=dict)
     first_in: dict[str, Opening] = field(default_factory=dict)
     pending_cards: dict[str, PendingCard] = field(default_factory=dict)
     # offline_policy: doors that deny holders now, and why (cache_stale, clock_untrusted).
@@ -236,6 +241,47 @@ def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
         clear_pending=door.mode == "card_and_pin",
     )
     return Decision(True, reason, door.id, p.at, holder_id, cred_id, details, effects)
+
+
+# A room panel asks for a card or a PIN, like a card-or-PIN door.
+_PANEL = Door("(panel)", "panel", "card_or_pin", None, False)
+
+
+def identify_at_panel(
+    ix: SiteIndex, st: RuntimeState, p: Presentation
+) -> tuple[Holder | None, str | None]:
+    """Who showed this card or PIN at a room panel, and whether they are in good
+    standing; the panel itself is never trusted to say who someone is.
+
+    The credential is matched exactly as at a card-or-PIN door. Then the holder
+    must be active: billing allowing (within any grace), inside the contract, a
+    guest inside their validity. Returns (holder, None) or (holder or None, denial).
+    """
+    if not ix.loaded:
+        return None, "no_site"
+    if p.pin_hmac is not None and not _HMAC_SHAPE(p.pin_hmac):
+        p = replace(p, pin_hmac="")
+    cred, denial, _ = _identify(ix, st, _PANEL, p)
+    if cred is None or denial is not None:
+        return None, denial or "unknown_credential"
+    holder = ix.holders.get(cred.holder)
+    if holder is None:
+        return None, "unknown_credential"
+    if not cred.active:
+        return holder, "credential_disabled"
+    if holder.kind == "guest":
+        if holder.valid_from is not None and p.at < holder.valid_from:
+            return holder, "guest_not_started"
+        if holder.valid_to is not None and p.at >= holder.valid_to:
+            return holder, "guest_expired"
+        return holder, None
+    if holder.kind == "member" and holder.plan is not None:
+        contract = _contract_denial(holder, p.at)
+        if contract is not None:
+            return holder, contract
+    if not holder.billing.allows(p.at):
+        return holder, "billing_suspended"
+    return holder, None
 
 
 def _identify(
@@ -323,10 +369,18 @@ def _first_in(ix: SiteIndex, st: RuntimeState, door: Door, local: datetime) -> O
     return opening
 
 
+def bookings_of(ix: SiteIndex, st: RuntimeState, holder: str) -> Iterator[Booking]:
+    """A holder's bookings, as changed on site, and those made at a panel."""
+    overrides = st.booking_overrides
+    for b in ix.bookings_by_holder.get(holder, ()):
+        yield overrides.get(b.id, b) if overrides else b
+    yield from st.adhoc_by_holder.get(holder, ())
+
+
 def _booking_to_check_in(
     ix: SiteIndex, st: RuntimeState, holder: str, door: str, at: float
 ) -> str | None:
-    for b in ix.bookings_by_holder.get(holder, ()):
+    for b in bookings_of(ix, st, holder):
         if (
             b.door == door
             and b.id not in st.checked_in
@@ -459,7 +513,7 @@ def _booking_access(
     at: float,
     denials: list[tuple[str, dict[str, Any]]],
 ) -> Booking | None:
-    for b in ix.bookings_by_holder.get(holder, ()):
+    for b in bookings_of(ix, st, holder):
         if b.door != door:
             continue
         checked_in = b.id in st.checked_in or b.status == "checked_in"

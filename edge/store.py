@@ -104,6 +104,20 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, source TEXT NOT NULL,
         path TEXT NOT NULL, error TEXT NOT NULL, change TEXT NOT NULL);
     """,
+    # Rooms: what happened on site to bookings (released, ended early, extended,
+    # presence after the end, overtime billed), bookings made at a panel, and
+    # credits spent here that the cloud's balances do not count yet.
+    """
+    CREATE TABLE booking_facts (
+        booking TEXT PRIMARY KEY, room TEXT NOT NULL, released_at REAL, ended_at REAL,
+        extended_to REAL, presence_at REAL, overtime_billed INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE room_bookings (
+        id TEXT PRIMARY KEY, room TEXT NOT NULL, member TEXT NOT NULL,
+        start REAL NOT NULL, end REAL NOT NULL, created REAL NOT NULL);
+    CREATE TABLE credit_uses (
+        event_id TEXT PRIMARY KEY, holder TEXT NOT NULL, company TEXT,
+        credits INTEGER NOT NULL, at REAL NOT NULL, reflected INTEGER NOT NULL DEFAULT 0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -118,6 +118,12 @@ class Sync:
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    def attach(self, link: MqttLink) -> None:
+        """Subscribe to pushes on the gateway's broker link, before it connects."""
+        if self.cfg.push:
+            self.link = link
+            link.subscribe(self.topic, self._on_push)
+
     async def start(self) -> None:
         state_dir = self.gw.state_dir
         (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
@@ -136,12 +142,6 @@ class Sync:
         )
         self._scheduler.start()
         self._upload_task = asyncio.create_task(self._upload_loop(), name="sync.upload")
-        if self.cfg.push:
-            gw = self.gw.config.gateway.id
-            client_id = self.gw.config.mqtt.client_id or f"edge-{self.site}-{gw}"
-            self.link = MqttLink(self.gw.config.mqtt, client_id, state_dir)
-            self.link.subscribe(self.topic, self._on_push)
-            await self.link.start()
         self.request_pull()
 
     async def stop(self) -> None:
@@ -150,8 +150,6 @@ class Sync:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        if self.link is not None:
-            await self.link.stop()
         tasks = [t for t in (self._upload_task, self._pending_pull, *self._tasks) if t]
         for t in tasks:
             t.cancel()

@@ -765,10 +765,13 @@ class CloudSim:
                     continue
                 self.events[event["id"]] = event
                 accepted.append(event["id"])
-                if event.get("type") == "usage.day_pass":
+                if event.get("type") in ("usage.day_pass", "usage.credits"):
                     billed.append(event)
         for event in billed:
-            self._bill_day_pass(event)
+            if event["type"] == "usage.credits":
+                self._bill_credits(event)
+            else:
+                self._bill_day_pass(event)
         return _json(200, {"accepted": accepted, "rejected": rejected})
 
     def _bill_day_pass(self, event: dict[str, Any]) -> None:
@@ -791,6 +794,31 @@ class CloudSim:
                 self._operate(lambda: lower("company", details.get("company"), "day_passes"))
         except WorldError as exc:
             log.warning("day pass of event %s not billed: %s", event.get("id"), exc)
+
+    def _bill_credits(self, event: dict[str, Any]) -> None:
+        """Credits spent at a room panel lower the member's or the company's balance."""
+        details = event.get("details") or {}
+        credits = details.get("credits")
+        if not isinstance(credits, int) or credits <= 0:
+            return
+        kind, oid = (
+            ("company", details.get("company"))
+            if details.get("source") == "company"
+            else ("member", event.get("holder"))
+        )
+
+        def lower() -> dict[str, Any]:
+            text = self._objects[kind].get(str(oid))
+            if text is None:
+                raise WorldError(f"{kind}: unknown {kind} {oid!r}")
+            doc = json.loads(text)
+            doc["credits"] = max(0, int(doc.get("credits") or 0) - credits)
+            return self._put(kind, doc)
+
+        try:
+            self._operate(lower)
+        except WorldError as exc:
+            log.warning("credits of event %s not billed: %s", event.get("id"), exc)
 
     def _event_problem(self, event: dict[str, Any]) -> str | None:
         kind = event.get("type")

@@ -1,0 +1,98 @@
+"""Home Assistant MQTT discovery for the rooms and their devices (optional).
+
+With `[homeassistant] discovery = true` the gateway announces, retained under
+`<prefix>/<component>/<object>/config`, one sensor per room (its phase, with
+the panel state as attributes) and one binary sensor per device (on/off as
+the gateway last confirmed it), all unavailable when the gateway is. Home
+Assistant reads the gateway's own retained topics; it never commands through
+them: Tasmota and Zigbee2MQTT announce their devices themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from edge.topics import topic
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+    from edge.mqtt import MqttLink
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).lower()
+
+
+def discovery_messages(gw: Gateway) -> list[tuple[str, dict[str, object]]]:
+    cfg = gw.config
+    site, gateway = cfg.site.id, cfg.gateway.id
+    prefix = cfg.homeassistant.prefix
+    node = f"edge_{_slug(site)}_{_slug(gateway)}"
+    device = {
+        "identifiers": [node],
+        "name": f"Edge gateway {site}/{gateway}",
+        "manufacturer": "edge-gateway",
+    }
+    availability = {
+        "availability_topic": topic("gateway_state", site=site, gateway=gateway),
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    out: list[tuple[str, dict[str, object]]] = []
+    for rid, room in sorted(gw.index.rooms.items()):
+        state = topic("room_state", site=site, room=rid)
+        oid = f"{node}_room_{_slug(rid)}"
+        out.append(
+            (
+                f"{prefix}/sensor/{oid}/config",
+                {
+                    "name": f"{room.name} state",
+                    "unique_id": oid,
+                    "state_topic": state,
+                    "value_template": "{{ value_json.state }}",
+                    "json_attributes_topic": state,
+                    "icon": "mdi:door",
+                    "device": device,
+                    **availability,
+                },
+            )
+        )
+    for name, dc in sorted(cfg.devices.items()):
+        if dc.type == "modbus_hvac":
+            continue
+        oid = f"{node}_device_{_slug(name)}"
+        out.append(
+            (
+                f"{prefix}/binary_sensor/{oid}/config",
+                {
+                    "name": name,
+                    "unique_id": oid,
+                    "state_topic": topic("device_state", site=site, device=name),
+                    "value_template": "{{ 'ON' if value_json.on else 'OFF' }}",
+                    "json_attributes_topic": topic("device_state", site=site, device=name),
+                    "device_class": "power",
+                    "device": device,
+                    **availability,
+                },
+            )
+        )
+    return out
+
+
+class Discovery:
+    def __init__(self, gateway: Gateway, link: MqttLink) -> None:
+        self.gw = gateway
+        self.link = link
+        self._sent: set[str] = set()
+
+    def publish(self) -> None:
+        """(Re)announce everything; what no longer exists is removed (empty retained)."""
+        messages = discovery_messages(self.gw)
+        topics = {t for t, _ in messages}
+        for t in self._sent - topics:
+            self.link.publish(t, b"", retain=True)
+        for t, body in messages:
+            self.link.publish(t, json.dumps(body, separators=(",", ":")).encode(), retain=True)
+        self._sent = topics

@@ -1,0 +1,145 @@
+"""The guest Wi-Fi passphrase: rotated on a schedule, published for the access point.
+
+The passphrase is published retained on `edge/<site>/wifi/guest`, where an
+access-point adapter (a script on the controller, a UniFi/OpenWrt bridge)
+applies it, so the old one stops working at the rotation; the room panels
+show the current one. It is kept in the store, so a restart neither rotates
+early nor forgets it. Rotation happens at `rotate_at` site-local time every
+`rotate_days` days, or at once with `edgectl wifi rotate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from edge.config import WifiConfig
+from edge.timeutil import iso_instant
+from edge.topics import topic
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+    from edge.mqtt import MqttLink
+
+log = logging.getLogger("edge.wifi")
+
+# No 0/o, 1/l/i: read off a panel and typed on a phone.
+ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+def new_passphrase(groups: int) -> str:
+    return "-".join("".join(secrets.choice(ALPHABET) for _ in range(4)) for _ in range(groups))
+
+
+def next_rotation(cfg: WifiConfig, since: float, tz: Any) -> float:
+    """The first `rotate_at` after `since`, then `rotate_days - 1` days more."""
+    hour, minute = (int(x) for x in cfg.rotate_at.split(":"))
+    local = datetime.fromtimestamp(since, tz)
+    day = local.date()
+    at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+    if at <= local:
+        day += timedelta(days=1)
+    day += timedelta(days=cfg.rotate_days - 1)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).timestamp()
+
+
+class GuestWifi:
+    def __init__(
+        self,
+        gateway: Gateway,
+        cfg: WifiConfig,
+        link: MqttLink,
+        on_change: Callable[[dict[str, str] | None], None],
+    ) -> None:
+        self.gw = gateway
+        self.cfg = cfg
+        self.link = link
+        self.on_change = on_change
+        self.passphrase: str | None = None
+        self.since: float | None = None
+        self.until: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._rotated = asyncio.Event()
+
+    async def start(self) -> None:
+        meta = await self.gw.store.meta()
+        if meta.get("wifi_passphrase") and meta.get("wifi_since"):
+            self.passphrase = meta["wifi_passphrase"]
+            self.since = float(meta["wifi_since"])
+            self.until = next_rotation(self.cfg, self.since, self.gw.index.tz)
+        if self.passphrase is None or self.until is None or time.time() >= self.until:
+            await self.rotate("start")
+        else:
+            self._announce()
+        self.link.on_connect(self._publish)
+        self._task = asyncio.create_task(self._schedule(), name="wifi.rotate")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def rotate(self, why: str) -> dict[str, Any]:
+        now = time.time()
+        passphrase = new_passphrase(self.cfg.groups)
+        until = next_rotation(self.cfg, now, self.gw.index.tz)
+        await self.gw.store.write(
+            [
+                ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
+                for k, v in (("wifi_passphrase", passphrase), ("wifi_since", repr(now)))
+            ]
+        )
+        self.passphrase, self.since, self.until = passphrase, now, until
+        log.info("wifi: guest passphrase rotated (%s); next rotation %s", why, iso_instant(until))
+        self._announce()
+        self._rotated.set()
+        return self.view()
+
+    def _announce(self) -> None:
+        self._publish()
+        if self.cfg.on_panels and self.passphrase is not None:
+            self.on_change({"ssid": self.cfg.ssid, "passphrase": self.passphrase})
+
+    def _publish(self) -> None:
+        if self.passphrase is None or self.since is None or self.until is None:
+            return
+        tz = self.gw.index.tz
+        body = {
+            "ssid": self.cfg.ssid,
+            "passphrase": self.passphrase,
+            "since": iso_instant(self.since, tz),
+            "until": iso_instant(self.until, tz),
+        }
+        self.link.publish(
+            topic("wifi_guest", site=self.gw.config.site.id),
+            json.dumps(body, separators=(",", ":")).encode(),
+            retain=True,
+        )
+
+    async def _schedule(self) -> None:
+        while True:
+            self._rotated.clear()
+            delay = max(0.0, (self.until or time.time()) - time.time())
+            try:
+                # Capped: a clock set forward while asleep still rotates within the hour.
+                await asyncio.wait_for(self._rotated.wait(), min(delay, 3600.0))
+                continue  # rotated by hand: a new schedule
+            except TimeoutError:
+                pass
+            if self.until is not None and time.time() >= self.until:
+                await self.rotate("schedule")
+
+    def view(self) -> dict[str, Any]:
+        tz = self.gw.index.tz
+        return {
+            "ssid": self.cfg.ssid,
+            "passphrase": self.passphrase,
+            "since": iso_instant(self.since, tz) if self.since else None,
+            "until": iso_instant(self.until, tz) if self.until else None,
+        }
