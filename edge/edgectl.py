@@ -383,7 +383,10 @@ def _human_rooms(rooms: list[dict[str, Any]]) -> None:
         for n in r.get("next", []):
             print(f"{'':<14} next: {n['id']} {n['start'][11:16]}-{n['end'][11:16]}")
         for name, d in r.get("devices", {}).items():
-            state = d.get("on", d.get("confirmed"))
+            on = d.get("on")
+            state = (
+                d.get("confirmed") if "confirmed" in d else {True: "on", False: "off"}.get(on, "?")
+            )
             fault = f"  UNAVAILABLE: {d['fault']}" if not d.get("available", True) else ""
             print(f"{'':<14} {name}: {state}{fault}")
 

@@ -692,6 +692,8 @@ class Gateway:
         self._sync_doors()
         if self.rooms is not None:
             self.rooms.index_changed()
+        if self.wifi is not None:
+            self.wifi.site_changed()
         await asyncio.to_thread(dismantle, box)
 
     # --- changes from the cloud -----------------------------------------------------

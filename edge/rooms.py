@@ -362,7 +362,7 @@ class Rooms:
             b = ix.bookings.get(f.booking) or self.adhoc.get(f.booking)
             if b is None:
                 continue
-            changed = _changed(b, f)
+            changed = _changed(b, f, released=False)
             if changed is not b:
                 overrides[b.id] = changed
         by_holder: dict[str, list[Booking]] = {}
@@ -381,7 +381,7 @@ class Rooms:
         out = []
         for b in self._by_room.get(room_id, ()):
             f = self.facts.get(b.id)
-            eff = _changed(b, f) if f is not None else b
+            eff = _changed(b, f, released=True) if f is not None else b
             out.append(
                 Slot(
                     eff,
@@ -859,7 +859,7 @@ class Rooms:
         self, rt: RoomRuntime, holder: str, minutes: int, now: float
     ) -> asyncio.Future[dict[str, Any]]:
         start = now
-        end = math.ceil((now + 60 * minutes) / 60) * 60
+        end = now + 60 * minutes
         self._free(rt, start, end)
         bid = f"adhoc-{new_event_id()}"
         events, ops, paid = self._pay(rt, holder, minutes, bid, "book", now)
@@ -990,8 +990,11 @@ def _minutes(body: dict[str, Any], rc: RoomConfig) -> int:
     return minutes
 
 
-def _changed(b: Booking, f: Facts) -> Booking:
-    if f.released_at is not None and b.status == "confirmed":
+def _changed(b: Booking, f: Facts, released: bool) -> Booking:
+    """The booking as the site changed it. `released`: with a release as its status
+    (for the room); the access policy works a release out from the time itself, so
+    a dry run at an instant before the release still sees the booking."""
+    if released and f.released_at is not None and b.status == "confirmed":
         return replace(b, status="released")
     end = b.end
     if f.extended_to is not None:

@@ -63,7 +63,6 @@ class GuestWifi:
         self.on_change = on_change
         self.passphrase: str | None = None
         self.since: float | None = None
-        self.until: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._rotated = asyncio.Event()
 
@@ -72,13 +71,25 @@ class GuestWifi:
         if meta.get("wifi_passphrase") and meta.get("wifi_since"):
             self.passphrase = meta["wifi_passphrase"]
             self.since = float(meta["wifi_since"])
-            self.until = next_rotation(self.cfg, self.since, self.gw.index.tz)
-        if self.passphrase is None or self.until is None or time.time() >= self.until:
+        until = self.until
+        if self.passphrase is None or until is None or time.time() >= until:
             await self.rotate("start")
         else:
             self._announce()
         self.link.on_connect(self._publish)
         self._task = asyncio.create_task(self._schedule(), name="wifi.rotate")
+
+    @property
+    def until(self) -> float | None:
+        """The next rotation, in the site's time zone as it is now (UTC before the
+        first import, the site's after it)."""
+        if self.since is None:
+            return None
+        return next_rotation(self.cfg, self.since, self.gw.index.tz)
+
+    def site_changed(self) -> None:
+        """A new site document (perhaps a new time zone): reschedule."""
+        self._rotated.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -88,14 +99,15 @@ class GuestWifi:
     async def rotate(self, why: str) -> dict[str, Any]:
         now = time.time()
         passphrase = new_passphrase(self.cfg.groups)
-        until = next_rotation(self.cfg, now, self.gw.index.tz)
         await self.gw.store.write(
             [
                 ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
                 for k, v in (("wifi_passphrase", passphrase), ("wifi_since", repr(now)))
             ]
         )
-        self.passphrase, self.since, self.until = passphrase, now, until
+        self.passphrase, self.since = passphrase, now
+        until = self.until
+        assert until is not None
         log.info("wifi: guest passphrase rotated (%s); next rotation %s", why, iso_instant(until))
         self._announce()
         self._rotated.set()
@@ -107,14 +119,15 @@ class GuestWifi:
             self.on_change({"ssid": self.cfg.ssid, "passphrase": self.passphrase})
 
     def _publish(self) -> None:
-        if self.passphrase is None or self.since is None or self.until is None:
+        until = self.until
+        if self.passphrase is None or self.since is None or until is None:
             return
         tz = self.gw.index.tz
         body = {
             "ssid": self.cfg.ssid,
             "passphrase": self.passphrase,
             "since": iso_instant(self.since, tz),
-            "until": iso_instant(self.until, tz),
+            "until": iso_instant(until, tz),
         }
         self.link.publish(
             topic("wifi_guest", site=self.gw.config.site.id),
@@ -129,17 +142,20 @@ class GuestWifi:
             try:
                 # Capped: a clock set forward while asleep still rotates within the hour.
                 await asyncio.wait_for(self._rotated.wait(), min(delay, 3600.0))
-                continue  # rotated by hand: a new schedule
+                self._publish()  # rotated by hand, or a new site: a new schedule
+                continue
             except TimeoutError:
                 pass
-            if self.until is not None and time.time() >= self.until:
+            until = self.until
+            if until is not None and time.time() >= until:
                 await self.rotate("schedule")
 
     def view(self) -> dict[str, Any]:
         tz = self.gw.index.tz
+        until = self.until
         return {
             "ssid": self.cfg.ssid,
             "passphrase": self.passphrase,
             "since": iso_instant(self.since, tz) if self.since else None,
-            "until": iso_instant(self.until, tz) if self.until else None,
+            "until": iso_instant(until, tz) if until else None,
         }

@@ -9,6 +9,15 @@ readers, a door forced, a door held open, the exit button, a lockdown. After
 each step it prints what the hardware was told (strike relays, reader LEDs)
 and the doors as `edgectl status` shows them. Dry-run decisions at fixed local
 times of this week's Monday come first (the same output whatever the time).
+
+Then the Ada meeting room goes through a booking on the real clock, in about a
+minute: its devices (a Tasmota TV plug, a Zigbee2MQTT ceiling light, a room
+panel) on the gateway's embedded MQTT broker and an HVAC unit on Modbus TCP.
+It prints the panel's state and the devices' as they change: HVAC to comfort
+before the start, check-in with a badge, devices on, the ending warning, the
+grace period, everything off; a TV switched on in the free room and off again;
+book-now at the panel paid in credits, and refused without; the guest Wi-Fi
+passphrase; the booking and usage events.
 """
 
 from __future__ import annotations
@@ -16,18 +25,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.secrets import write_secret
+from hwsim.devices import SimPanel, SimTasmotaPlug, SimZigbee2Mqtt
+from hwsim.hvac import COMFORT, STANDBY, SimHvac
 from hwsim.site import SimDoor, SimSite, SiteThread
 from hwsim.sitegen import EXAMPLE_PIN_KEY, SITE_ID, TIMEZONE, example_site, reference_monday
 
@@ -48,6 +64,68 @@ id = "demo-gw"
 level = "info"
 timestamps = false
 """
+
+# The Ada room's part runs on the real clock, so its timings are fractions of a
+# minute (0.1 is 6 s): a whole booking, from the HVAC's pre-conditioning to the
+# end of the grace period, fits in under a minute.
+PRECONDITIONING_S = 6
+WARNING_S = 12
+GRACE_S = 6
+BOOKING_S = 30
+BOOKING_IN_S = 8  # from the import of the booking to its start
+HVAC_UNIT = 10
+ALAN_CARD = "raw:0A0B0C0D"  # m-1008: the booking's member; no credits, no company
+FRANCES_CARD = "H10301:12:4003"  # m-1009: ACME employee; ACME has credits
+MODES = {0: "off", COMFORT: "comfort", STANDBY: "standby"}
+
+
+def rooms_config(mqtt_port: int, hvac_port: int) -> str:
+    """The room part of the config: broker, Ada room, its devices, guest Wi-Fi."""
+    return f"""\
+[mqtt]
+# A broker inside the gateway (amqtt): the demo needs no Mosquitto.
+embedded = true
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[buses.hvac]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {hvac_port}
+
+[rooms.ada]
+preconditioning_min = {PRECONDITIONING_S / 60:g}
+ending_warning_min = {WARNING_S / 60:g}
+grace_min = {GRACE_S / 60:g}
+
+[devices.ada-tv]
+type = "tasmota"
+room = "ada"
+topic = "ada_tv"
+role = "tv"
+
+[devices.ada-light]
+type = "zigbee2mqtt"
+room = "ada"
+name = "ada/ceiling"
+role = "light"
+
+[devices.ada-hvac]
+type = "modbus_hvac"
+room = "ada"
+bus = "hvac"
+unit = {HVAC_UNIT}
+poll_s = 0
+
+[wifi]
+ssid = "Mitte Guest"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Demo:
@@ -92,12 +170,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread) -> int:
+    hvac = SimHvac(unit=HVAC_UNIT, mode=STANDBY, setpoint_c=17.0)
+    hw.call(hvac.start())
+    try:
+        return _run(state_dir, work, keep_running, hw, hvac)
+    finally:
+        hw.call(hvac.stop())
+
+
+def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: SimHvac) -> int:
     write_secret(state_dir, "pin_key", EXAMPLE_PIN_KEY.hex().encode())
     hw.site.provision(state_dir)
+    mqtt_port = free_port()
+    assert hvac.tcp_port is not None
     config = work / "gateway.toml"
-    config.write_text(CONFIG + "\n" + hw.site.config())
+    config.write_text(
+        CONFIG + "\n" + rooms_config(mqtt_port, hvac.tcp_port) + "\n" + hw.site.config()
+    )
     day = reference_monday(date.today())
     doc, cast = example_site(day)
+    # With rooms on, the gateway would release Alan's booking as a no-show when
+    # the demo runs between 10:15 on the reference Monday and a day later, and
+    # the event log below would change with the time the demo is run.
+    # Invoiced bookings are never released.
+    for b in doc["bookings"]:
+        b["invoiced"] = True
     snapshot = work / "site.json"
     snapshot.write_text(json.dumps(doc, indent=1))
     log_path = work / "gateway.log"
@@ -115,7 +212,14 @@ def run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread) -> int:
     )
     assert hw.site.board is not None
     print(f"   relay/IO board: Modbus TCP on 127.0.0.1:{hw.site.board.tcp_port}")
+    print(
+        f"   Ada room: Tasmota TV plug ada_tv, Zigbee2MQTT light ada/ceiling and a panel on the\n"
+        f"     gateway's embedded MQTT broker 127.0.0.1:{mqtt_port}; HVAC unit {HVAC_UNIT} on "
+        f"Modbus TCP 127.0.0.1:{hvac.tcp_port}"
+    )
     print(f"\n== Starting the daemon (state in {state_dir}, log in {log_path})")
+    room = AdaRoom("127.0.0.1", mqtt_port, hvac)
+    problems: list[str] = []
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(
             [
@@ -136,10 +240,12 @@ def run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread) -> int:
             if not _wait_ready(demo, daemon):
                 print(log_path.read_text(), file=sys.stderr)
                 return 1
+            room.start()  # the devices find the broker once the daemon has started it
             _script(demo, snapshot, day)
             _doors(demo, hw)
             _admin(demo, hw)
             _logs(demo, snapshot)
+            problems = _rooms(demo, room, doc, work)
             print("\n== The gateway's own log (one line per event):")
             for line in log_path.read_text().splitlines()[-12:]:
                 print(f"   {line}")
@@ -151,11 +257,14 @@ def run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread) -> int:
                 with contextlib.suppress(KeyboardInterrupt):
                     daemon.wait()
         finally:
+            room.stop()  # before the daemon, whose broker they are connected to
             if daemon.poll() is None:
                 daemon.terminate()
             code = daemon.wait(30)
     print(f"\n== Daemon stopped on SIGTERM with exit status {code}")
-    return 0 if code == 0 else 1
+    for what in problems:
+        print(f"!! did not happen in time: {what}", file=sys.stderr)
+    return 0 if code == 0 and not problems else 1
 
 
 def _wait_ready(demo: Demo, daemon: subprocess.Popen[bytes]) -> bool:
@@ -322,6 +431,257 @@ def _doors(demo: Demo, hw: SiteThread) -> None:
     print("\n== What happened at the doors, as the cloud will receive it")
     demo.ctl("events", "--type", "door.", "--limit", "6")
     demo.ctl("events", "--type", "access.", "--limit", "6")
+
+
+# --- the Ada room ---------------------------------------------------------------------------
+
+
+class AdaRoom:
+    """The Ada room's simulated devices, and a timeline of what they and its panel showed.
+
+    The TV plug, the light and the panel are MQTT clients of the gateway's
+    embedded broker; the HVAC unit is a Modbus TCP server on the hardware's
+    loop. A thread follows the panel's retained state; `flush` prints what
+    changed since the last call, the panel's and the devices' in time order.
+    """
+
+    def __init__(self, host: str, port: int, hvac: SimHvac) -> None:
+        self.tv = SimTasmotaPlug(host, port, "ada_tv")
+        self.z2m = SimZigbee2Mqtt(host, port)
+        self.panel = SimPanel(host, port, SITE_ID, "ada")
+        self.hvac = hvac
+        self.t0 = time.time()  # the booking's start, once there is one
+        self.problems: list[str] = []
+        self._panel_seen: list[tuple[int, str, str]] = []  # (monotonic ns, phase, text)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._printed = {"panel": 0, "TV": 0, "light": 0, "HVAC": 0}
+        self._since_ns = time.monotonic_ns()
+        self._hvac_last: tuple[int, float] | None = (hvac.mode, hvac.setpoint_c)
+
+    def start(self) -> None:
+        self.tv.start(timeout=30)
+        self.z2m.start(timeout=30)
+        self.light = self.z2m.add_light("ada/ceiling")
+
+    def watch_panel(self) -> None:
+        self.panel.start(timeout=30)
+        self._since_ns = time.monotonic_ns()
+        self._hvac_last = (self.hvac.mode, self.hvac.setpoint_c)
+        self._watcher = threading.Thread(target=self._watch, name="demo-panel", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        for dev in (self.panel, self.z2m, self.tv):
+            dev.stop()
+
+    # --- what happened ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        shown: tuple[str, str] | None = None
+        wifi: Any = None
+        while not self._stop.is_set():
+            try:
+                state = self.panel.wait_state(
+                    lambda s, seen=shown, w=wifi: (_panel(s), s.get("wifi")) != (seen, w),
+                    timeout=0.2,
+                )
+            except TimeoutError:
+                continue
+            now = time.monotonic_ns()
+            phase_text = _panel(state)
+            with self._lock:
+                if phase_text != shown:
+                    self._panel_seen.append((now, *phase_text))
+                if state.get("wifi") != wifi and state.get("wifi"):
+                    w = state["wifi"]
+                    self._panel_seen.append(
+                        (now, "", f"shows the guest Wi-Fi: {w['ssid']!r}, {w['passphrase']}")
+                    )
+            shown, wifi = phase_text, state.get("wifi")
+
+    def shown(self) -> bool:
+        with self._lock:
+            return bool(self._panel_seen)
+
+    def saw(self, phase: str) -> bool:
+        """Whether the panel showed `phase` since it started watching."""
+        with self._lock:
+            return any(p == phase for _, p, _ in self._panel_seen)
+
+    def showing(self, phase: str) -> bool:
+        with self._lock:
+            return bool(self._panel_seen) and self._panel_seen[-1][1] == phase
+
+    def flush(self) -> None:
+        """Print the panel's and the devices' changes not printed yet, oldest first."""
+        lines: list[tuple[int, str, str]] = []
+        with self._lock:
+            panel = self._panel_seen[self._printed["panel"] :]
+            self._printed["panel"] += len(panel)
+        lines += [(ns, "panel", text) for ns, _, text in panel]
+        for who, dev in (("TV", self.tv), ("light", self.light)):
+            changes = [(ns, on) for ns, on in dev.history if ns >= self._since_ns]
+            new = changes[self._printed[who] :]
+            self._printed[who] += len(new)
+            lines += [(ns, who, "ON" if on else "off") for ns, on in new]
+        writes = [w for w in self.hvac.history if w.ns >= self._since_ns]
+        new_writes = writes[self._printed["HVAC"] :]
+        self._printed["HVAC"] += len(new_writes)
+        for w in new_writes:
+            if (w.mode, w.setpoint_c) == self._hvac_last:
+                continue  # written again as it was: nothing changes in the room
+            self._hvac_last = (w.mode, w.setpoint_c)
+            how = "written over Modbus" if w.by == "modbus" else "set at the wall unit"
+            text = f"{MODES.get(w.mode, w.mode)}, {w.setpoint_c:g} °C ({how})"
+            lines.append((w.ns, "HVAC", text))
+        offset = time.time() - time.monotonic_ns() / 1e9
+        for ns, who, text in sorted(lines, key=lambda x: x[0]):
+            t = ns / 1e9 + offset - self.t0
+            print(f"   T{t:+6.1f} s  {who:<6} {text}")
+
+    def until(self, what: str, done: Callable[[], bool], timeout: float = 30) -> bool:
+        """Wait for `done`, printing what happens meanwhile; note it if it never comes."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                self.flush()
+                print(f"   !! {what}: not within {timeout:g} s")
+                self.problems.append(what)
+                return False
+            time.sleep(0.05)
+        self.flush()
+        return True
+
+    def devices(self, on: bool) -> bool:
+        return self.tv.on == on and self.light.on == on
+
+
+def _panel(s: dict[str, Any]) -> tuple[str, str]:
+    """The room's phase, and what its panel shows of it in a line."""
+    phase = str(s.get("state"))
+    text = f"{phase} [{s.get('status')}]"
+    b = s.get("booking")
+    if b:
+        kind = "booked at the panel" if b.get("adhoc") else "booking"
+        text += f" {kind} {b['id']} {b['start'][11:19]}-{b['end'][11:19]}"
+    if "minutes_left" in s:
+        text += f", {s['minutes_left']} min left"
+    if "release_in_min" in s:
+        text += f", released in {s['release_in_min']} min without a check-in"
+    if s.get("warning"):
+        text += ", WARNING: ending soon"
+    for n in s.get("next", []):
+        text += f"; next: {n['id']} {n['start'][11:19]}-{n['end'][11:19]}"
+    return phase, text
+
+
+def _hhmmss(ts: float) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(TIMEZONE)).strftime("%H:%M:%S")
+
+
+def _answer(who: str, card: str, answer: dict[str, Any]) -> None:
+    """A panel's answer in a line: `{status, data, error, message}`."""
+    if answer.get("status") != "ok":
+        print(f"   {who}, card {card}: refused, {answer.get('error')}: {answer.get('message')}")
+        return
+    d = answer.get("data", {})
+    if "start" in d:
+        paid = f"{d['credits']} credit(s) paid by the {d['paid_by']}" if d.get("credits") else ""
+        what = f"booked {d['booking']} {d['start'][11:19]}-{d['end'][11:19]}, {paid}"
+    else:
+        what = f"{d.get('booking')} ends at {d['end'][11:19]}" if "end" in d else json.dumps(d)
+    print(f"   {who}, card {card}: ok, {what}")
+
+
+def _rooms(demo: Demo, room: AdaRoom, doc: dict[str, Any], work: Path) -> list[str]:
+    names = {m["id"]: m["name"].split()[0] for m in doc["members"]}
+    alan, frances = f"{names['m-1008']} (m-1008)", f"{names['m-1009']} (m-1009, ACME)"
+    print(
+        "\n== Rooms: the Ada room follows its bookings, on the real clock (T: the booking's start)"
+    )
+    print(
+        f"   [rooms.ada]: HVAC to comfort {PRECONDITIONING_S} s before the start, the panel's\n"
+        f"   warning {WARNING_S} s before the end, devices on for {GRACE_S} s after it"
+    )
+    print(
+        "   panel: the room's retained state as its panel shows it; TV, light, HVAC: the\n"
+        "   simulated devices' own state, as the gateway's commands changed it"
+    )
+    start = math.ceil(time.time()) + BOOKING_IN_S
+    end = start + BOOKING_S
+    room.t0 = start
+    room.watch_panel()
+    room.until("the panel shows the room", room.shown)
+
+    print(
+        f"\n-- The cloud books the room for {alan} from {_hhmmss(start)} to "
+        f"{_hhmmss(end)}; check-in from the start, released after 1 min without one"
+    )
+    rooms_doc = json.loads(json.dumps(doc))
+    for r in rooms_doc["rooms"]:
+        r.update(checkin_early_min=0, no_show_release_min=1)
+    tz = ZoneInfo(TIMEZONE)
+    rooms_doc["bookings"] = [
+        {
+            "id": "b-demo",
+            "room": "ada",
+            "member": "m-1008",
+            "attendees": [],
+            "start": datetime.fromtimestamp(start, tz).isoformat(),
+            "end": datetime.fromtimestamp(end, tz).isoformat(),
+            "status": "confirmed",
+            "invoiced": False,
+            "recurrence_id": None,
+        }
+    ]
+    path = work / "site-rooms.json"
+    path.write_text(json.dumps(rooms_doc, indent=1))
+    demo.ctl("import", str(path))
+    room.until("the panel awaits the check-in", lambda: room.saw("awaiting_checkin"))
+
+    time.sleep(1)
+    print(f"\n-- {alan} badges at the room's door: his check-in; the room's devices come on")
+    demo.ctl("present", "--door", "room-ada", "--card", ALAN_CARD)
+    room.until("TV and light on", lambda: room.devices(True) and room.saw("in_use"))
+
+    print("\n-- The warning on the panel, the end, the grace period, then everything off")
+    room.until("the warning", lambda: room.saw("ending"), timeout=BOOKING_S + 10)
+    room.until("the end", lambda: room.saw("ended"), timeout=WARNING_S + 10)
+    room.until(
+        "everything off, HVAC to standby",
+        lambda: room.showing("free") and room.devices(False) and room.hvac.mode == STANDBY,
+        timeout=GRACE_S + 15,
+    )
+
+    print("\n-- Someone switches the TV on at its plug in the free room; the gateway says no")
+    changes = len(room.tv.history)
+    room.tv.press()
+    room.until("the TV off again", lambda: len(room.tv.history) >= changes + 2 and not room.tv.on)
+
+    print("\n-- Book now at the panel for 30 min: paid in credits, the member's or the company's")
+    _answer(alan, ALAN_CARD, room.panel.request("book", card=ALAN_CARD, minutes=30))
+    _answer(frances, FRANCES_CARD, room.panel.request("book", card=FRANCES_CARD, minutes=30))
+    room.until("the ad-hoc booking in use", lambda: room.devices(True) and room.showing("in_use"))
+    demo.ctl("rooms")
+
+    print(f"\n-- {frances} ends the booking at the panel as she leaves")
+    _answer(frances, FRANCES_CARD, room.panel.request("end", card=FRANCES_CARD))
+    room.until(
+        "everything off again",
+        lambda: room.showing("free") and room.devices(False) and room.hvac.mode == STANDBY,
+    )
+
+    print("\n== The guest Wi-Fi passphrase (for the access point, and on the panels)")
+    demo.ctl("wifi")
+    print("\n== What happened in the rooms, as the cloud will receive it")
+    demo.ctl("events", "--type", "booking.", "--limit", "10")
+    demo.ctl("events", "--type", "usage.", "--limit", "10")
+    return room.problems
 
 
 if __name__ == "__main__":

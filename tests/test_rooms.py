@@ -271,6 +271,11 @@ def test_a_no_show_is_released_at_the_minute_and_an_invoiced_one_kept(site: Site
     # The released booking no longer opens the door.
     decision = site.present(BOOKER_CARD)
     assert not decision["granted"]
+    # A dry run at an instant before the release still sees the booking.
+    before = site.daemon.ctl_json(
+        "decide", "--door", "room-ada", "--card", BOOKER_CARD, "--at", iso(start + 10)
+    )
+    assert before["reason"] == "booking"
     # The invoiced one keeps its room, and its door, until its end.
     assert site.room("babbage")["state"] == "awaiting_checkin"
     assert [e["details"]["booking"] for e in site.events("booking.released")] == ["b-noshow"]
