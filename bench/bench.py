@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import DecisionSampler, percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
+from rooms import bench_rooms
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
 from edge.cards import card_key, raw_key
@@ -226,6 +227,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "revocation": bench_revocations,
     "snapshot": bench_snapshot_and_changes,
     "backlog": bench_backlog,
+    "rooms": bench_rooms,
 }
 
 
