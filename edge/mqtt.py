@@ -105,6 +105,9 @@ class MqttLink:
         if self.will is not None:
             c.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
         c.reconnect_delay_set(1, 30)
+        # paho allows 20 unacknowledged QoS 1 messages by default: a room burst (every
+        # device of 50 rooms at a booking's start) would trickle out behind the acks.
+        c.max_inflight_messages_set(1000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

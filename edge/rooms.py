@@ -253,6 +253,7 @@ class Rooms:
         self.by_door: dict[str, str] = {}
         self.credits_spent: dict[str, int] = {}  # holder or "company:<id>": not yet in the cloud's
         self.wifi: dict[str, str] | None = None
+        self._devices_published: dict[str, bytes] = {}
         self._by_room: dict[str, list[Booking]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -411,7 +412,7 @@ class Rooms:
                 next_at = time.time() + 5
             delay = LONGEST_SLEEP_S if next_at is None else max(0.0, next_at - time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(delay, LONGEST_SLEEP_S) + 0.01)
+                await asyncio.wait_for(self._wake.wait(), min(delay, LONGEST_SLEEP_S) + 0.001)
 
     def _evaluate_all(self, now: float) -> float | None:
         events: list[dict[str, Any]] = []
@@ -567,20 +568,22 @@ class Rooms:
             sw.accept(on)
 
     def _device_changed(self, sw: MqttSwitch) -> None:
-        self.link.publish(
-            topic("device_state", site=self.site, device=sw.name),
-            _dumps({**sw.view(), "room": sw.room}),
-            retain=True,
-        )
+        body = _dumps({**sw.view(), "room": sw.room})
+        if self._devices_published.get(sw.name) == body:
+            return  # Tasmota confirms twice (RESULT and POWER): publish once
+        self._devices_published[sw.name] = body
+        self.link.publish(topic("device_state", site=self.site, device=sw.name), body, retain=True)
         rt = self.rooms.get(sw.room)
         if rt is not None:
             self._publish_room(rt)
 
     def _hvac_changed(self, unit: HvacUnit) -> None:
+        body = _dumps({**unit.view(), "room": unit.cfg.room})
+        if self._devices_published.get(unit.name) == body:
+            return
+        self._devices_published[unit.name] = body
         self.link.publish(
-            topic("device_state", site=self.site, device=unit.name),
-            _dumps({**unit.view(), "room": unit.cfg.room}),
-            retain=True,
+            topic("device_state", site=self.site, device=unit.name), body, retain=True
         )
         rt = self.rooms.get(unit.cfg.room)
         if rt is not None:
@@ -588,6 +591,7 @@ class Rooms:
 
     def _connected(self) -> None:
         """The broker is (back): republish retained state, ask devices theirs."""
+        self._devices_published.clear()
         for rt in self.rooms.values():
             rt.published = None
             self._publish_room(rt)
