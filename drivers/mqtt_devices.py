@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol
@@ -250,12 +249,11 @@ class MqttSwitch:
         self.desired: bool | None = None
         self.available = True
         self.fault: str | None = None
-        self.confirmed_at: float | None = None  # monotonic, the last confirmation
-        self.sent_at: float | None = None  # monotonic, the first send of the current command
         self.commands = 0
         self._attempts = 0
         self._timer: asyncio.TimerHandle | None = None
         self._said_unavailable = False
+        self._silent = False  # unavailable because commands went unconfirmed
 
     @property
     def room(self) -> str:
@@ -282,7 +280,6 @@ class MqttSwitch:
             return
         self.desired = on
         self._attempts = 0
-        self.sent_at = time.monotonic()
         if self.on == on:
             self._confirmed()
             return
@@ -329,6 +326,7 @@ class MqttSwitch:
                 False,
                 f"did not confirm {want} after {self._attempts} command(s) "
                 f"({self.cfg.confirm_timeout_s:g} s each)",
+                unconfirmed=True,
             )
         self._send()
 
@@ -339,7 +337,6 @@ class MqttSwitch:
 
     def _confirmed(self) -> None:
         self._cancel_timer()
-        self.confirmed_at = time.monotonic()
         self._attempts = 0
 
     # --- reports ----------------------------------------------------------------------
@@ -362,7 +359,7 @@ class MqttSwitch:
         if self.desired is not None and report.on == self.desired:
             was_pending = self._timer is not None or self._attempts > 0
             self._confirmed()
-            if not self.available and self.fault is not None and "confirm" in self.fault:
+            if self._silent:  # it answers after all
                 self._set_available(True, None)
             if before != report.on:
                 self.on_state(self, report.on, not was_pending)
@@ -373,7 +370,10 @@ class MqttSwitch:
             self.on_state(self, report.on, before is not None)
         self.on_change(self)
 
-    def _set_available(self, available: bool, fault: str | None) -> None:
+    def _set_available(self, available: bool, fault: str | None, unconfirmed: bool = False) -> None:
+        """`unconfirmed`: unavailable because commands went unconfirmed (a confirmation
+        ends it), not because the device said it is offline."""
+        self._silent = unconfirmed
         if available == self.available and fault == self.fault:
             return
         came_back = available and not self.available

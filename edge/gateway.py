@@ -54,6 +54,9 @@ from edge.timeutil import iso_instant
 log = logging.getLogger("edge.gateway")
 events_log = logging.getLogger("edge.events")
 
+# The gateway's availability on the site broker (retained; OFFLINE is its last will).
+ONLINE, OFFLINE = b'{"state":"online"}', b'{"state":"offline"}'
+
 # A clock this far behind what the cloud last said is not trusted.
 CLOCK_TOLERANCE_S = 300.0
 
@@ -126,19 +129,17 @@ class Gateway:
         client_id = cfg.mqtt.client_id or f"edge-{cfg.site.id}-{cfg.gateway.id}"
         self.mqtt = MqttLink(cfg.mqtt, client_id, self.state_dir)
         self._availability = topic("gateway_state", site=cfg.site.id, gateway=cfg.gateway.id)
-        self.mqtt.will = Will(self._availability, b'{"state":"offline"}')
-        self.mqtt.on_connect(
-            lambda: (
-                self.mqtt.publish(self._availability, b'{"state":"online"}', retain=True)
-                if self.mqtt is not None
-                else None
-            )
-        )
+        self.mqtt.will = Will(self._availability, OFFLINE)
+        self.mqtt.on_connect(self._announce_online)
         self.rooms = Rooms(self, self.mqtt)
         if cfg.wifi is not None:
             from edge.wifi import GuestWifi
 
             self.wifi = GuestWifi(self, cfg.wifi, self.mqtt, self.rooms.set_wifi)
+
+    def _announce_online(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish(self._availability, ONLINE, retain=True)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -195,7 +196,7 @@ class Gateway:
         if self.sync is not None:
             await self.sync.stop()
         if self.mqtt is not None:
-            await self.mqtt.stop(farewell=(self._availability, b'{"state":"offline"}'))
+            await self.mqtt.stop(farewell=(self._availability, OFFLINE))
         if self.broker is not None:
             await self.broker.stop()
         await self.doors.stop()
@@ -491,18 +492,21 @@ class Gateway:
         events: list[dict[str, Any]],
         ops: list[SqlOp],
         via: str = "door",
-    ) -> str | None:
+    ) -> None:
         st = self.state
         st.checked_in.add(booking_id)
         booking = self.index.bookings.get(booking_id)
-        room = booking.room if booking is not None else None
         events.append(
             self._event(
                 "booking.checked_in",
                 at,
                 door=door,
                 holder=holder,
-                details={"booking": booking_id, "room": room, "via": via},
+                details={
+                    "booking": booking_id,
+                    "room": booking.room if booking is not None else None,
+                    "via": via,
+                },
             )
         )
         ops.append(
@@ -513,7 +517,6 @@ class Gateway:
         )
         if self.rooms is not None:
             self.rooms.refresh()
-        return room
 
     def check_in(
         self, booking_id: str, room: str, holder: str, door: str | None, at: float, via: str

@@ -42,7 +42,7 @@ from edge.events import new_event_id
 from edge.hass import Discovery
 from edge.model import Booking, Room
 from edge.policy import Presentation, identify_at_panel
-from edge.store import SqlOp
+from edge.store import Many, SqlOp
 from edge.timeutil import iso_instant
 from edge.topics import PANEL_OPS, subscription, topic
 
@@ -442,18 +442,16 @@ class Rooms:
         f.released_at = now
         b = s.booking
         log.info("rooms: %s: booking %s released: nobody checked in", rt.room.id, b.id)
+        tz = self.gw.index.tz
         events.append(
-            self.gw.event(
+            self._event(
+                rt,
                 "booking.released",
                 now,
-                door=rt.room.door,
-                holder=b.member,
-                details={
-                    "booking": b.id,
-                    "room": rt.room.id,
-                    "start": iso_instant(b.start, self.gw.index.tz),
-                    "release_at": iso_instant(b.release_at, self.gw.index.tz),
-                },
+                b.member,
+                b.id,
+                start=iso_instant(b.start, tz),
+                release_at=iso_instant(b.release_at, tz),
             )
         )
         ops.append(_facts_op(f))
@@ -473,22 +471,31 @@ class Rooms:
         tz = self.gw.index.tz
         log.info("rooms: %s: booking %s ran %d min over", rt.room.id, b.id, minutes)
         events.append(
-            self.gw.event(
+            self._event(
+                rt,
                 "usage.room_overtime",
                 now,
-                door=rt.room.door,
-                holder=b.member,
-                details={
-                    "booking": b.id,
-                    "room": rt.room.id,
-                    "minutes": minutes,
-                    "unit_min": rt.rc.overtime_unit_min,
-                    "end": iso_instant(b.end, tz),
-                    "last_presence": iso_instant(s.presence_at or b.end, tz),
-                },
+                b.member,
+                b.id,
+                minutes=minutes,
+                unit_min=rt.rc.overtime_unit_min,
+                end=iso_instant(b.end, tz),
+                last_presence=iso_instant(s.presence_at or b.end, tz),
             )
         )
         ops.append(_facts_op(f))
+
+    def _event(
+        self, rt: RoomRuntime, type_: str, at: float, holder: str, booking: str, **details: Any
+    ) -> dict[str, Any]:
+        """An event about a booking of this room, at its door, not yet recorded."""
+        return self.gw.event(
+            type_,
+            at,
+            door=rt.room.door,
+            holder=holder,
+            details={"booking": booking, "room": rt.room.id, **details},
+        )
 
     def _facts(self, booking: str, room: str) -> Facts:
         f = self.facts.get(booking)
@@ -787,17 +794,14 @@ class Rooms:
         f = self._facts(s.id, rt.room.id)
         f.ended_at = now
         tz = self.gw.index.tz
-        ev = self.gw.event(
+        ev = self._event(
+            rt,
             "booking.ended_early",
             now,
-            door=rt.room.door,
-            holder=holder,
-            details={
-                "booking": s.id,
-                "room": rt.room.id,
-                "end": iso_instant(now, tz),
-                "planned_end": iso_instant(s.booking.end, tz),
-            },
+            holder,
+            s.id,
+            end=iso_instant(now, tz),
+            planned_end=iso_instant(s.booking.end, tz),
         )
         self.gw.record([ev], [_facts_op(f)])
         self._overrides()
@@ -842,17 +846,19 @@ class Rooms:
                 )
             source, company = "company", c.id
         self.credits_spent[key] = self.credits_spent.get(key, 0) + credits
-        details: dict[str, Any] = {
-            "credits": credits,
-            "booking": booking,
-            "room": rt.room.id,
-            "minutes": minutes,
-            "reason": reason,
-            "source": source,
-        }
-        if company is not None:
-            details["company"] = company
-        ev = self.gw.event("usage.credits", at, door=rt.room.door, holder=holder, details=details)
+        extra = {} if company is None else {"company": company}
+        ev = self._event(
+            rt,
+            "usage.credits",
+            at,
+            holder,
+            booking,
+            credits=credits,
+            minutes=minutes,
+            reason=reason,
+            source=source,
+            **extra,
+        )
         op: SqlOp = (
             "INSERT INTO credit_uses (event_id, holder, company, credits, at) VALUES (?,?,?,?,?)",
             (ev["id"], key, company, credits, at),
@@ -871,20 +877,17 @@ class Rooms:
         booking = _adhoc_booking(bid, rt.room.id, holder, start, end, rt.room.door)
         self.adhoc[bid] = booking
         self.gw.state.checked_in.add(bid)
-        created = self.gw.event(
+        created = self._event(
+            rt,
             "booking.created",
             now,
-            door=rt.room.door,
-            holder=holder,
-            details={
-                "booking": bid,
-                "room": rt.room.id,
-                "start": iso_instant(start, tz),
-                "end": iso_instant(end, tz),
-                "minutes": minutes,
-                "checked_in": True,
-                **paid,
-            },
+            holder,
+            bid,
+            start=iso_instant(start, tz),
+            end=iso_instant(end, tz),
+            minutes=minutes,
+            checked_in=True,
+            **paid,
         )
         ops += [
             (
@@ -961,8 +964,6 @@ class Rooms:
             else:
                 self.credits_spent.pop(key, None)
         if done:
-            from edge.store import Many
-
             await self.gw.store.write(
                 [("UPDATE credit_uses SET reflected = 1 WHERE event_id = ?", Many(done))]
             )

@@ -41,11 +41,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from hwsim.modbus_serving import ModbusServing
 
 OFF, COMFORT, STANDBY = 0, 1, 2
 MODES = (OFF, COMFORT, STANDBY)
@@ -127,57 +128,35 @@ class SimHvac:
         start_c = ambient_c if temperature_c is None else temperature_c
         self._climate = _Climate(mode, self._raw(setpoint_c), time.monotonic_ns(), start_c)
         self._echo: int | None = None  # function 6: the value to echo (see the docstring)
-        self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
+        self._serving = ModbusServing()
         self._gone: asyncio.Event | None = None  # set by stop(): late answers are not sent
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._servers:
+        if self._serving.running:
             raise RuntimeError("the unit is already started")
         self._gone = asyncio.Event()
-        try:
-            if self.tcp_port is not None:
-                tcp = ModbusTcpServer(
-                    self._devices(),
-                    address=("127.0.0.1", self.tcp_port),
-                    trace_packet=self._outgoing(unit_at=6),
-                )
-                self._servers.append(tcp)
-                await tcp.serve_forever(background=True)
-                server: Any = tcp.transport  # an asyncio.Server once listening
-                self.tcp_port = int(server.sockets[0].getsockname()[1])
-            if self.serial_port is not None:
-                rtu = ModbusSerialServer(
-                    self._devices(),
-                    port=self.serial_port,
-                    baudrate=self.baudrate,
-                    parity=self.parity,
-                    stopbits=self.stopbits,
-                    trace_packet=self._outgoing(unit_at=0),
-                )
-                self._servers.append(rtu)
-                await rtu.serve_forever(background=True)
-        except BaseException:
-            await self.stop()
-            raise
+        self.tcp_port = await self._serving.start(
+            self._devices,
+            self._outgoing,
+            self.tcp_port,
+            self.serial_port,
+            self.baudrate,
+            self.parity,
+            self.stopbits,
+        )
 
     async def stop(self) -> None:
         """The unit goes away (power cut); it keeps its settings for `start()`."""
-        servers, self._servers = self._servers, []
         if self._gone is not None:
             self._gone.set()  # ends the waits of answers held back by `delay_s`
-        for server in servers:
-            await server.shutdown()
-        # pymodbus handles each request in a task of its own; let any started
-        # one finish (it finds the transport closed) before the loop is checked.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await self._serving.stop()
 
     @property
     def running(self) -> bool:
-        return bool(self._servers)
+        return self._serving.running
 
     # --- what tests see and do -------------------------------------------------------------
 

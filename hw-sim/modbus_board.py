@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from hwsim.modbus_serving import ModbusServing
 
 COIL_FUNCTIONS = frozenset({1, 5, 15})
 INPUT_FUNCTIONS = frozenset({2})
@@ -87,52 +88,30 @@ class ModbusBoard:
         self.history: list[CoilChange] = []
         self.answering = True  # False: hear requests, answer nothing (a hung board)
         self.requests = 0  # requests for this unit that the board answered or refused
-        self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
+        self._serving = ModbusServing()
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._servers:
+        if self._serving.running:
             raise RuntimeError("the board is already started")
-        try:
-            if self.tcp_port is not None:
-                tcp = ModbusTcpServer(
-                    self._devices(),
-                    address=("127.0.0.1", self.tcp_port),
-                    trace_packet=self._outgoing(unit_at=6),
-                )
-                self._servers.append(tcp)
-                await tcp.serve_forever(background=True)
-                server: Any = tcp.transport  # an asyncio.Server once listening
-                self.tcp_port = int(server.sockets[0].getsockname()[1])
-            if self.serial_port is not None:
-                rtu = ModbusSerialServer(
-                    self._devices(),
-                    port=self.serial_port,
-                    baudrate=self.baudrate,
-                    parity=self.parity,
-                    stopbits=self.stopbits,
-                    trace_packet=self._outgoing(unit_at=0),
-                )
-                self._servers.append(rtu)
-                await rtu.serve_forever(background=True)
-        except BaseException:
-            await self.stop()
-            raise
+        self.tcp_port = await self._serving.start(
+            self._devices,
+            self._outgoing,
+            self.tcp_port,
+            self.serial_port,
+            self.baudrate,
+            self.parity,
+            self.stopbits,
+        )
 
     async def stop(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            await server.shutdown()
-        # pymodbus handles each request in a task of its own; let any started
-        # one finish (it finds the transport closed) before the loop is checked.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await self._serving.stop()
 
     @property
     def running(self) -> bool:
-        return bool(self._servers)
+        return self._serving.running
 
     # --- what tests see and do -------------------------------------------------------------
 
