@@ -5,7 +5,7 @@ Every object of the world is kept as its JSON text, so a snapshot of 100,000
 members is a join and an operator's change replaces one entry. Cursors are
 `c-` and a zero-padded sequence number; each change gets the next one.
 
-It serves the contract's three endpoints with the stdlib HTTP server (HTTP/1.1,
+It serves the contract's three endpoints with `hwsim.httpserving` (HTTP/1.1,
 keep-alive, one thread per connection), publishes signed push envelopes with
 paho-mqtt, and misbehaves on request (`Faults`): errors, rate limits, dropped
 connections, truncated or malformed bodies, slow snapshots, and events stored
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import hmac
 import io
 import ipaddress
@@ -38,18 +37,15 @@ import logging
 import re
 import secrets
 import signal
-import socket
-import socketserver
 import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -57,6 +53,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.client import Client as MqttClient
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hwsim.httpserving import HttpSimServer, Request, Response
 from hwsim.sitegen import example_site, reference_monday, write_large_site
 
 log = logging.getLogger("hwsim.cloud")
@@ -257,13 +254,6 @@ class Faults:
 # --- responses ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
 def _json(status: int, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
     return Response(status, _dumps(value).encode(), tuple(headers))
 
@@ -359,8 +349,7 @@ class CloudSim:
             doc, _ = example_site(reference_monday(date.today()))
         self.token = token
         self.forbidden = False
-        self.host = host
-        self.port = port
+        self.http = HttpSimServer(self.handle, host, port, name="cloud-sim")
         self.key_id = key_id
         self._signing_key = signing_key or Ed25519PrivateKey.generate()
         raw_public = self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -371,7 +360,6 @@ class CloudSim:
         self.reject_types: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
-        self.requests: list[tuple[str, str, int]] = []
 
         # `_lock` guards the world, the log and the events, held briefly by
         # requests; `_operator` serialises operator changes with their pushes,
@@ -386,8 +374,6 @@ class CloudSim:
         # The log holds the changes after `floor`; floor = _seq - len(_log).
         self._log: deque[str] = deque(maxlen=keep_changes)
         self._last_push: bytes | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._publisher: _Publisher | None = None
 
     @classmethod
@@ -425,35 +411,33 @@ class CloudSim:
         return self._site_id
 
     @property
+    def host(self) -> str:
+        return self.http.host
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
     def url(self) -> str:
-        if not self.port:
-            raise RuntimeError("url: the port is chosen by start(); call it first")
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host  # noqa: S104
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}{API_PREFIX}"
+        return self.http.base_url + API_PREFIX
 
     @property
     def admin_url(self) -> str:
-        return self.url[: -len(API_PREFIX)] + ADMIN_PREFIX.rstrip("/")
+        return self.http.base_url + ADMIN_PREFIX.rstrip("/")
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self.http.running
+
+    @property
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request; 0 when dropped."""
+        return self.http.requests.entries
 
     def start(self) -> CloudSim:
         """Serve (on the same port as last time, after a stop) and connect to the broker."""
-        if self._server is None:
-            server = _Server((self.host, self.port), self)
-            self.port = server.server_address[1]
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"cloud-sim:{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
+        self.http.start()
         if self.mqtt is not None and self._publisher is None:
             self._start_publisher(*self.mqtt)
         return self
@@ -474,14 +458,7 @@ class CloudSim:
 
     def stop(self) -> None:
         """Stop serving (open connections are cut) and disconnect from the broker."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None and thread is not None:
-            server.stopping.set()
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-            thread.join()
+        self.http.stop()
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.stop()
@@ -957,182 +934,39 @@ class CloudSim:
             return _error(400, str(exc))
         return _json(200, {"cursor": cursor})
 
+    # --- HTTP ---------------------------------------------------------------------------
 
-# --- HTTP ---------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True  # start() after stop() binds the same port at once
-
-    def __init__(self, address: tuple[str, int], sim: CloudSim) -> None:
-        self.sim = sim
-        self.stopping = threading.Event()
-        self._connections: dict[threading.Thread, socket.socket] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host's name up (getfqdn), which can be slow.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A daemon thread per connection, remembered so that stop() can cut and join it
-        (socketserver joins only non-daemon threads)."""
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name=f"cloud-sim:{self.server_port}<-{client_address[1]}",
-            daemon=True,
-        )
-        with self._connections_lock:
-            alive = {t: s for t, s in self._connections.items() if t.is_alive()}
-            self._connections = {**alive, thread: request}
-        thread.start()
-
-    def close_connections(self) -> None:
-        """Cut every open connection (idle keep-alive reads and stalled writes end) and
-        join its thread. Called after shutdown(), when no connection can be added."""
-        with self._connections_lock:
-            connections = list(self._connections.items())
-            self._connections = {}
-        for _, conn in connections:
-            _cut(conn)
-        for thread, _ in connections:
-            thread.join()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s failed", client_address, exc_info=True)
-
-
-def _cut(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the client
-        conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle keep-alive connection is closed after this long
-    server_version = "hwsim-cloud/1"
-
-    def do_GET(self) -> None:
-        try:
-            self._handle()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True  # the client went away mid-response
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The base class's errors (a bad request line, say), as JSON like the rest."""
-        self.close_connection = True
-        self._send(_error(code, message or self.responses.get(code, ("error",))[0]))
-
-    def _handle(self) -> None:
-        url = urlsplit(self.path)
-        path = url.path
-        body = self._read_body()
-        if body is None:
-            return
-        sim = self.server.sim
+    def handle(self, request: Request) -> Response:
+        """Every HTTP request: the admin API for loopback clients, the edge API with faults."""
+        path = request.path
         if path.startswith(ADMIN_PREFIX):
-            if not ipaddress.ip_address(self.client_address[0]).is_loopback:
-                self._send(_error(403, "the admin API answers loopback clients only"))
-            else:
-                self._send(sim.handle_admin(self.command, path, body))
-        elif path.startswith(API_PREFIX + "/"):
-            self._handle_api(path, url.query, body)
-        else:
-            self._send(_error(404, f"no such path: {path}"))
-
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.send_error(411, "a body needs a Content-Length")
-            return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.send_error(400, "Content-Length: not an integer")
-            return None
-        if length > MAX_BODY:
-            self.send_error(413, f"body: {length} bytes, at most {MAX_BODY}")
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _handle_api(self, path: str, query: str, body: bytes) -> None:
-        sim = self.server.sim
-        faults = sim.faults
-        if faults.latency_s > 0 and self.server.stopping.wait(faults.latency_s):
-            self._drop()
-            return
-        fault = faults.take(self.command, path)
+            if not ipaddress.ip_address(request.client).is_loopback:
+                return _error(403, "the admin API answers loopback clients only")
+            return self.handle_admin(request.method, path, request.body)
+        if not path.startswith(API_PREFIX + "/"):
+            return _error(404, f"no such path: {path}")
+        faults = self.faults
+        if faults.latency_s > 0 and request.stopping.wait(faults.latency_s):
+            return Response(0, drop=True)
+        fault = faults.take(request.method, path)
         kind = fault.kind if fault is not None else None
         if fault is not None and kind == "fail":
-            self._send(_error(fault.status, "simulated server error"))
-            return
+            return _error(fault.status, "simulated server error")
         if fault is not None and kind == "rate_limit":
             headers = [("Retry-After", str(fault.retry_after))]
-            self._send(_error(fault.status, "simulated rate limit", headers))
-            return
+            return _error(fault.status, "simulated rate limit", headers)
         if kind == "drop":
-            self._drop()
-            return
-        auth = self.headers.get("Authorization")
-        response = sim.handle_api(self.command, path, query, auth, body)
+            return Response(0, drop=True)
+        auth = request.headers.get("authorization")
+        response = self.handle_api(request.method, path, request.query, auth, request.body)
         if fault is not None and kind == "after_store":
             if fault.drop:
-                self._drop()
-            else:
-                self._send(_error(500, "simulated failure after the events were stored"))
-            return
+                return Response(0, drop=True)
+            return _error(500, "simulated failure after the events were stored")
         if kind == "malformed":
-            response = Response(200, _malformed(response.body))
+            return Response(200, _malformed(response.body))
         stall = faults.stall_snapshot_s if path.endswith("/snapshot") else 0.0
-        self._send(response, truncate=kind == "truncate", stall_s=stall)
-
-    def _send(self, response: Response, *, truncate: bool = False, stall_s: float = 0.0) -> None:
-        self._record(response.status)
-        self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        body = response.body
-        if truncate:
-            body = body[: len(body) // 2]
-            self.close_connection = True
-        if stall_s > 0 and response.status == 200:
-            self._write_slowly(body, stall_s)
-        else:
-            self.wfile.write(body)
-        if self.server.stopping.is_set():
-            self.close_connection = True
-
-    def _write_slowly(self, body: bytes, seconds: float, steps: int = 50) -> None:
-        """The body in `steps` pieces over `seconds`; abandoned when the server stops."""
-        size = -(-len(body) // steps) or 1
-        for i in range(0, len(body), size):
-            if i and self.server.stopping.wait(seconds / steps):
-                self.close_connection = True
-                return
-            self.wfile.write(body[i : i + size])
-
-    def _record(self, status: int) -> None:
-        # A request line too bad to parse leaves neither command nor path set.
-        path = urlsplit(getattr(self, "path", "")).path
-        self.server.sim.requests.append((self.command or "", path, status))
-
-    def _drop(self) -> None:
-        """Close the connection without a word."""
-        self._record(0)
-        self.close_connection = True
+        return replace(response, truncate=kind == "truncate", stall_s=stall)
 
 
 # --- command line ----------------------------------------------------------------------
