@@ -31,7 +31,8 @@ from edge.model import (
     Holder,
     SiteIndex,
 )
-from edge.store import Many, Rows, SqlOp
+from edge.sqlite import Many, SqlOp
+from edge.store import Rows
 from edge.syncdoc import (
     KINDS,
     Access,

@@ -40,7 +40,8 @@ from edge.policy import (
 )
 from edge.schedule import Opening
 from edge.secrets import SecretError, load_pin_key
-from edge.store import Many, SqlOp, Store
+from edge.sqlite import Many, SqlOp
+from edge.store import Store
 
 if TYPE_CHECKING:
     from edge.broker import EmbeddedBroker

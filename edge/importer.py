@@ -26,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.store import Rows, SqlOp, Store, connect_sync
+from edge.sqlite import SqlOp, connect_sync
+from edge.store import Rows, Store
 from edge.syncdoc import DocError, _Doc, read_snapshot_file
 
 log = logging.getLogger("edge.import")

@@ -27,7 +27,7 @@ from edge.model import (
 )
 from edge.release import release_gradually
 from edge.schedule import Schedule, Window, parse_days
-from edge.store import connect_sync
+from edge.sqlite import connect_sync
 from edge.syncdoc import (
     Access,
     AccessGroupDoc,

@@ -42,7 +42,7 @@ from edge.events import new_event_id
 from edge.hass import Discovery
 from edge.model import Booking, Room
 from edge.policy import Presentation, identify_at_panel
-from edge.store import Many, SqlOp
+from edge.sqlite import Many, SqlOp
 from edge.timeutil import iso_instant
 from edge.topics import PANEL_OPS, subscription, topic
 

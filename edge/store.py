@@ -6,25 +6,17 @@ moves `meta.gen` makes it current. A crash in the middle leaves a partial
 generation that the next start deletes; the old one is never touched until
 the new one is current.
 
-All writes go through one queue and one connection (`submit`). The writer
-commits whatever is queued in one transaction (group commit), with
-`synchronous=FULL`: when a submitted future resolves, its rows are in the
-fsynced WAL and survive `kill -9` and power loss.
+All writes go through one queue and one connection (`edge.sqlite`), committed
+in groups with `synchronous=FULL`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import sqlite3
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
+from edge.sqlite import Many, SqliteStore, SqlOp
 from edge.syncdoc import (
     Access,
     CredentialDoc,
@@ -35,13 +27,6 @@ from edge.syncdoc import (
 )
 
 log = logging.getLogger("edge.store")
-
-SqlOp = tuple[str, Sequence[Any]]
-
-
-class Many(list[Sequence[Any]]):
-    """Parameters of an `executemany`: one row per element."""
-
 
 # Each entry migrates the schema from version i to i + 1; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -126,161 +111,14 @@ SCHEMA_VERSION = len(MIGRATIONS)
 GENERATION_TABLES = ("objects", "holders", "credentials", "grants", "day_passes")
 
 
-def connect_sync(path: Path) -> sqlite3.Connection:
-    """A plain connection for worker threads (index loading, tools)."""
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    return conn
+class Store(SqliteStore):
+    """The gateway's database: synced state in generations, and everything it records."""
 
+    migrations = MIGRATIONS
+    program = "gateway"
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; each step in its own transaction."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the database has schema version {version}, newer than this gateway "
-            f"({SCHEMA_VERSION}); refusing to run an older gateway on it"
-        )
-    while version < SCHEMA_VERSION:
-        script = MIGRATIONS[version]
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-        )
-        version += 1
-        log.info("store: migrated schema to version %d", version)
-    return version
-
-
-@dataclass
-class _Batch:
-    ops: list[SqlOp]
-    future: asyncio.Future[int]  # resolves to the number of rows changed
-
-
-class Store:
-    """Owner of the database connection; every write goes through `submit`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
-        self._queue: list[_Batch] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self.commits = 0
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("store is not open")
-        return self._db
-
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Migrations run on a plain connection before the async one exists.
-        conn = connect_sync(self.path)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            migrate(conn)
-        finally:
-            conn.close()
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA synchronous = FULL")
-        await self._db.execute("PRAGMA busy_timeout = 30000")
-        self._wake = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name="store.writer")
+    async def opened(self) -> None:
         await self._drop_partial_generations()
-
-    async def stop(self) -> None:
-        self._closing = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    # --- writing -----------------------------------------------------------
-
-    def submit(self, ops: Iterable[SqlOp]) -> asyncio.Future[int]:
-        """Queue statements to commit together; the future resolves once durable,
-        to the number of rows they changed.
-
-        A caller that does not need to wait may drop the future: failures are
-        logged here either way.
-        """
-        if self._closing or self._wake is None:
-            raise RuntimeError("store is closing")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_log_failure)
-        self._queue.append(_Batch(list(ops), future))
-        self._wake.set()
-        return future
-
-    async def write(self, ops: Iterable[SqlOp]) -> int:
-        return await asyncio.shield(self.submit(ops))
-
-    async def _write_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batches, self._queue = self._queue, []
-                await self._commit(batches)
-            if self._closing and not self._queue:
-                return
-
-    async def _commit(self, batches: list[_Batch]) -> None:
-        db = self.db
-        failed: dict[int, BaseException] = {}
-        changed = [0] * len(batches)
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            for i, batch in enumerate(batches):
-                # A savepoint per batch: one bad statement fails its own caller only.
-                await db.execute("SAVEPOINT batch")
-                try:
-                    for sql, params in batch.ops:
-                        if isinstance(params, Many):
-                            cursor = await db.executemany(sql, params)
-                        else:
-                            cursor = await db.execute(sql, params)
-                        # rowcount is the cursor's own field: reading it takes no lock.
-                        changed[i] += max(cursor.rowcount, 0)
-                except sqlite3.Error as exc:
-                    failed[i] = exc
-                    await db.execute("ROLLBACK TO batch")
-                await db.execute("RELEASE batch")
-            await db.execute("COMMIT")
-            self.commits += 1
-        except (sqlite3.Error, ValueError) as exc:
-            log.error("store: commit failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            for batch in batches:
-                if not batch.future.done():
-                    batch.future.set_exception(exc)
-            return
-        for i, batch in enumerate(batches):
-            if batch.future.done():
-                continue
-            if i in failed:
-                batch.future.set_exception(failed[i])
-            else:
-                batch.future.set_result(changed[i])
-
-    # --- reading -----------------------------------------------------------
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
-
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self.db.execute(sql, params) as cur:
-            return await cur.fetchone()
 
     async def meta(self) -> dict[str, str]:
         return {k: v for k, v in await self.fetchall("SELECT key, value FROM meta")}
@@ -326,11 +164,6 @@ class Store:
                 )
                 if deleted < batch:
                     break
-
-
-def _log_failure(future: asyncio.Future[int]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("store: write failed: %s", future.exception())
 
 
 # --- documents to rows ------------------------------------------------------

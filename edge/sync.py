@@ -37,7 +37,7 @@ from edge.config import CloudConfig
 from edge.mqtt import MqttLink
 from edge.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_key, verify
 from edge.secrets import SecretError, read_secret, secret_path
-from edge.store import Many
+from edge.sqlite import Many
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
