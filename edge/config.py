@@ -514,6 +514,14 @@ def _problem(err: dict[str, object]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def validation_problems(exc: ValidationError, raw: object, source: str) -> list[str]:
+    """`source: path.to.key: problem` for each of pydantic's errors."""
+    return [
+        f"{source}: {_path(e['loc'], raw)}: {_problem(dict(e))}"
+        for e in exc.errors(include_url=False)
+    ]
+
+
 def parse_config(text: str, source: str = "config") -> Config:
     try:
         raw = tomllib.loads(text)
@@ -522,11 +530,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{source}: {_path(e['loc'], raw)}: {_problem(dict(e))}"
-            for e in exc.errors(include_url=False)
-        ]
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, raw, source)) from None
     problems = _cross_check(cfg)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])

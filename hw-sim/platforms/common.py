@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -136,7 +136,7 @@ class Tokens:
 
 # --- faults ---------------------------------------------------------------------------
 
-FaultKind = Literal["fail", "drop", "timeout", "malformed", "rate_limit", "after_write"]
+FaultKind = Literal["fail", "drop", "timeout", "malformed", "rate_limit", "after_write", "late"]
 
 
 @dataclass
@@ -159,7 +159,9 @@ class Faults:
     - `malformed`: do the request, answer 200 with a body that is not JSON;
     - `rate_limit`: answer the platform's throttling status with Retry-After `seconds`;
     - `after_write`: do the request (a write is stored), then drop the connection:
-      the client cannot know whether it happened.
+      the client cannot know whether it happened;
+    - `late`: do the request, then hold the answer `seconds` (the client times out
+      not knowing that it happened).
     """
 
     def __init__(self) -> None:
@@ -362,6 +364,8 @@ class PlatformSim:
             return Response(200, malformed(response.body))
         if kind == "after_write":
             return Response(0, drop=True)
+        if fault is not None and kind == "late":
+            return replace(response, delay_s=fault.seconds)
         return response
 
     def is_open(self, request: Request) -> bool:

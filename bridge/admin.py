@@ -1,0 +1,156 @@
+"""The bridge's admin socket: the gateway's envelope, one JSON object per line.
+
+Request `{"id": 1, "method": "status", "params": {}}`; reply `{"id": 1,
+"result": ...}` or `{"id": 1, "error": {"code": ..., "message": ...}}`.
+`list_methods` names them all. The socket is 0660: the service's group are
+its operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge.http import PlatformError
+from bridge.platforms.base import ReadError
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+log = logging.getLogger("bridge.admin")
+
+MAX_LINE = 1 << 20
+
+
+class AdminError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Method = Callable[["Bridge", dict[str, Any]], Awaitable[Any]]
+METHODS: dict[str, tuple[Method, str]] = {}
+
+
+def method(name: str, help_: str) -> Callable[[Method], Method]:
+    def register(fn: Method) -> Method:
+        METHODS[name] = (fn, help_)
+        return fn
+
+    return register
+
+
+@method("list_methods", "the methods of this socket")
+async def _list(bridge: Bridge, params: dict[str, Any]) -> Any:
+    return [{"method": n, "help": h} for n, (_, h) in sorted(METHODS.items())]
+
+
+@method("status", "per platform and site: reads, refusals, outbox, API budget")
+async def _status(bridge: Bridge, params: dict[str, Any]) -> Any:
+    return await bridge.status()
+
+
+@method("sync_now", "read now: params platform (default all), full (bool), allow_deletes (bool)")
+async def _sync_now(bridge: Bridge, params: dict[str, Any]) -> Any:
+    name = params.get("platform")
+    full = params.get("full", False)
+    allow = params.get("allow_deletes", False)
+    if name is not None and not isinstance(name, str):
+        raise AdminError("bad_request", "params.platform: expected a string")
+    if not isinstance(full, bool) or not isinstance(allow, bool):
+        raise AdminError("bad_request", "params.full and params.allow_deletes are booleans")
+    if name is not None and name not in bridge.syncs:
+        known = ", ".join(sorted(bridge.syncs))
+        raise AdminError("not_found", f"unknown platform {name!r} (known: {known})")
+    results: dict[str, str] = {}
+    for pname, sync in bridge.syncs.items():
+        if name is not None and pname != name:
+            continue
+        if sync.initial_done is None:
+            results[pname] = "initial read still running"
+            continue
+        try:
+            await sync.sync_now(full=full, allow_deletes=allow)
+        except (ReadError, PlatformError) as exc:
+            raise AdminError("sync_failed", f"{pname}: {exc}") from None
+        results[pname] = "ok"
+    return results
+
+
+class AdminServer:
+    def __init__(self, bridge: Bridge, path: Path, mode: int) -> None:
+        self.bridge = bridge
+        self.path = path
+        self.mode = mode
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._client, path=str(self.path), limit=MAX_LINE
+        )
+        os.chmod(self.path, self.mode)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name("admin.client")
+        self._clients.add(task)
+        try:
+            while line := await reader.readline():
+                reply = await self._handle(line)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(self, line: bytes) -> dict[str, Any]:
+        request_id = None
+        try:
+            try:
+                request = json.loads(line)
+            except ValueError:
+                raise AdminError("bad_request", "not a JSON object") from None
+            if not isinstance(request, dict):
+                raise AdminError("bad_request", "not a JSON object")
+            request_id = request.get("id")
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise AdminError("bad_request", "params: expected an object")
+            entry = METHODS.get(request.get("method"))  # type: ignore[arg-type]
+            if entry is None:
+                raise AdminError(
+                    "unknown_method",
+                    f"unknown method {request.get('method')!r} (list_methods names them)",
+                )
+            return {"id": request_id, "result": await entry[0](self.bridge, params)}
+        except AdminError as exc:
+            return {"id": request_id, "error": {"code": exc.code, "message": str(exc)}}
+        except Exception as exc:
+            log.exception("admin: request failed")
+            return {"id": request_id, "error": {"code": "internal", "message": str(exc)}}
