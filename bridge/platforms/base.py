@@ -325,9 +325,11 @@ def plans_of(spans: list[Span], today: date, site: SiteSection, tz: ZoneInfo) ->
         return (s.start is None or s.start <= today) and (s.end is None or s.end >= today)
 
     primary = [s for s in spans if s.primary]
+    # Among current spans: the one the platform marks, then an open-ended one
+    # (a resident plan over a fixed-term add-on), then the latest to start.
     now_ = sorted(
         (s for s in primary if current(s)),
-        key=lambda s: (not s.preferred, -(s.start or date.min).toordinal()),
+        key=lambda s: (not s.preferred, s.end is not None, -(s.start or date.min).toordinal()),
     )
     future = sorted(
         (s for s in primary if s.start is not None and s.start > today),

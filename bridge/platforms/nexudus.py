@@ -864,7 +864,10 @@ class NexudusMapper(Mapper):
         obj = {
             "id": holder,
             "name": c.get("FullName") or "",
-            "kind": "member" if contracts else "nonmember",
+            # A contact in no team and with no contract enters only with a pass,
+            # a booking or a grant (the contract's nonmember); a team member is
+            # a member whose access comes from the company.
+            "kind": "member" if contracts or teams else "nonmember",
             "company": f"co-{teams[0]}" if teams else None,
             "company_manager": False,
             "plan": plans.plan,

@@ -583,6 +583,14 @@ class OfficeRndMapper(Mapper):
             return utc.date()  # a calendar date stored as UTC midnight
         return dt.astimezone(self.tz).date()
 
+    def _instant(self, value: object) -> float:
+        """An instant; a calendar date (UTC midnight) is the start of that local day."""
+        dt = parse_instant(value)
+        utc = dt.astimezone(UTC)
+        if (utc.hour, utc.minute, utc.second, utc.microsecond) == (0, 0, 0, 0):
+            return day_start(utc.date(), self.tz)
+        return dt.timestamp()
+
     def _plan_of(self, plan_id: object) -> str | None:
         plan = self.w.get("plans", str(plan_id))
         for pid, section in self.site.plans.items():
@@ -601,7 +609,7 @@ class OfficeRndMapper(Mapper):
                 continue
             if p.get("status") in NOT_OWED or p.get("isPaid"):
                 continue
-            out.append(parse_instant(p["dueDate"]).timestamp())
+            out.append(self._instant(p["dueDate"]))
         return out
 
     def _pass_counts(
@@ -613,8 +621,9 @@ class OfficeRndMapper(Mapper):
         for p in passes:
             if p.get("status") == "expired":
                 continue
-            valid_to = p.get("validTo") or p.get("endDate")
-            if valid_to is not None and parse_instant(valid_to).timestamp() < now:
+            # validFrom and validTo are calendar days, validTo the last one included.
+            valid_to = self._date(p.get("validTo") or p.get("endDate"))
+            if valid_to is not None and valid_to < today:
                 continue
             valid_from = self._date(p.get("validFrom") or p.get("startDate"))
             count = int(p.get("count") or 0)
@@ -629,7 +638,7 @@ class OfficeRndMapper(Mapper):
                 continue
             balance += max(0, count - used)
             if valid_to is not None:
-                recheck.append(parse_instant(valid_to).timestamp())
+                recheck.append(next_day_start(valid_to, self.tz))
         return balance, explicit, recheck
 
     # --- objects --------------------------------------------------------------------------------
@@ -688,11 +697,12 @@ class OfficeRndMapper(Mapper):
         balance, explicit, more = self._pass_counts(passes, today, now)
         recheck += more
         has_membership = bool(personal or shared)
+        obj_company = f"co-{company}" if company and self.w.get("companies", company) else None
         obj = {
             "id": holder,
             "name": m.get("name") or "",
-            "kind": "member" if has_membership else "nonmember",
-            "company": f"co-{company}" if company and self.w.get("companies", company) else None,
+            "kind": "member" if has_membership or obj_company else "nonmember",
+            "company": obj_company,
             "company_manager": bool(m.get("isContactPerson")),
             "plan": plans.plan,
             "contract": plans.contract,

@@ -32,7 +32,10 @@ SITE_STRUCTURE = """
 windows = [{ days = "mon-sun", from = "00:00", to = "24:00" }]
 [sites.mitte.schedules.staffed]
 closed_on_holidays = true
-windows = [{ days = "mon-fri", from = "08:00", to = "19:00" }, { days = "sat", from = "10:00", to = "16:00" }]
+windows = [
+    { days = "mon-fri", from = "08:00", to = "19:00" },
+    { days = "sat", from = "10:00", to = "16:00" },
+]
 [sites.mitte.schedules.lunch]
 windows = [{ days = "mon-fri", from = "12:00", to = "13:00" }]
 [sites.mitte.doors.front]
@@ -53,7 +56,7 @@ office-12 = ["front", "office-12"]
 server = ["server-room"]
 [sites.mitte.plans.hot-desk]
 match = ["Hot Desk"]
-access = [{ group = "members", schedule = "staffed" }]
+access = [{ group = "members", schedule = "HOT_DESK_SCHEDULE" }]
 [sites.mitte.plans.resident]
 match = ["Resident"]
 access = [{ group = "members", schedule = "always" }]
@@ -88,6 +91,7 @@ def bridge_config(
     poll_interval_s: float = 60,
     requests_per_s: float = 1000,
     level: str = "debug",
+    hot_desk_schedule: str = "staffed",
 ) -> str:
     """A bridge configuration for the example site on a simulated platform."""
     if platform == "nexudus":
@@ -104,15 +108,16 @@ def bridge_config(
     text = (
         f'[bridge]\nlisten_port = {port}\n[log]\nlevel = "{level}"\n'
         f"[platforms.{platform}]\n{account}"
-        f'url = "{url}"\npoll_interval_s = {poll_interval_s}\nslow_poll_interval_s = {poll_interval_s}\n'
-        f"requests_per_s = {requests_per_s}\ntimeout_s = 5\nbackoff_min_s = 0.2\nbackoff_max_s = 2\n"
+        f'url = "{url}"\npoll_interval_s = {poll_interval_s}\n'
+        f"slow_poll_interval_s = {poll_interval_s}\nrequests_per_s = {requests_per_s}\n"
+        "timeout_s = 5\nbackoff_min_s = 0.2\nbackoff_max_s = 2\n"
         f"{platform_extra}"
         f'[sites.mitte]\nplatform = "{platform}"\nlocations = ["{location}"]\nname = "Mitte"\n'
         'timezone = "Europe/Berlin"\ngateway_token_secret = "gateway_token"\n'
         'pin_key_secret = "pin_key"\ngrace_days = 3\n'
         'day_pass_access = [{ group = "members", schedule = "always" }]\n'
         'guest_access = [{ group = "members", schedule = "always" }]\n'
-        f"{site_extra}{SITE_STRUCTURE}"
+        f"{site_extra}{SITE_STRUCTURE.replace('HOT_DESK_SCHEDULE', hot_desk_schedule)}"
     )
     if broker is not None:
         text += (
@@ -122,7 +127,7 @@ def bridge_config(
     return text
 
 
-def provision(state_dir: Path, platform_secret: str = "sim-password") -> str:
+def provision(state_dir: Path, platform_secret: str = "sim-password") -> str:  # noqa: S107
     """The bridge's secrets for the simulators' well-known credentials; the push
     key's public half (for the gateway's [cloud.keys])."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -154,25 +159,45 @@ class BridgeProcess:
     def start(self) -> BridgeProcess:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config),
-             "--state-dir", str(self.state_dir)],
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "run",
+                "--config",
+                str(self.config),
+                "--state-dir",
+                str(self.state_dir),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=self.env,
         )
         return self
 
-    def ctl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def ctl(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "--config", str(self.config),
-             "--state-dir", str(self.state_dir), *args],
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "--config",
+                str(self.config),
+                "--state-dir",
+                str(self.state_dir),
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=timeout,
             env=self.env,
         )
         if check and r.returncode != 0:
-            raise AssertionError(f"edge-bridge {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(
+                f"edge-bridge {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+            )
         return r
 
     def status(self) -> dict[str, Any] | None:

@@ -1,0 +1,376 @@
+"""The platform bridge end to end: the simulated Nexudus over HTTP on loopback,
+`edge-bridge` and the gateway daemon as processes, signed pushes through a
+real Mosquitto. Decisions are asked of the gateway, usage is counted at the
+platform."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.edgectl import Client
+from edge.secrets import write_secret
+from hwsim.broker import Mosquitto
+from hwsim.platforms.nexudus import NexudusSim
+from hwsim.platforms.rig import GATEWAY_TOKEN, PUSH_KEY_ID, BridgeProcess, bridge_config, provision
+from tests.conftest import Daemon
+
+T = TypeVar("T")
+TZ = ZoneInfo("Europe/Berlin")
+
+GRACE = "H10306:1000:50001"  # Grace Brewster, resident
+ADA = "H10301:12:3456"  # past due, in grace; ACME
+LINUS = "H10301:12:4000"  # resident, invoice 40 days overdue
+KEN = "H10301:12:4001"  # contract ended yesterday
+DENNIS = "H10301:12:4002"  # contract starts next week
+ALAN = "raw:0A0B0C0D"  # two day passes on balance
+FRANCES = "H10301:12:4003"  # ACME, no plan
+BJARNE = "H10301:12:4006"  # Initech, whose paying member is overdue
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 20) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, daemon_factory: Any, broker: Mosquitto | None) -> None:
+        self.tmp_path = tmp_path
+        self.daemon_factory = daemon_factory
+        self.broker = broker
+        self.sim = NexudusSim().start()
+        self.ids = self.sim.load_example(datetime.now(TZ).date())
+        self.bridges: list[BridgeProcess] = []
+        self.public_key = ""
+
+    def bridge(self, state: str = "bridge", **kw: Any) -> BridgeProcess:
+        state_dir = self.tmp_path / state
+        self.public_key = provision(state_dir)
+        broker = (self.broker.host, self.broker.port) if self.broker else None
+        text = bridge_config(
+            "nexudus",
+            self.sim.base_url,
+            str(self.ids["mitte"]),
+            port=0,
+            broker=broker,
+            hot_desk_schedule="always",
+            **kw,
+        )
+        b = BridgeProcess(state_dir, text).start()
+        self.bridges.append(b)
+        b.wait_ready()
+        return b
+
+    def webhooks(self, b: BridgeProcess, actions: list[str]) -> None:
+        base = b.url.removesuffix("/api/edge/v1")
+        for action in actions:
+            self.sim.add_webhook(f"{base}/webhooks/nexudus/{action}", [action])
+
+    def gateway(self, b: BridgeProcess, pull_interval_s: float = 3600) -> Daemon:
+        text = (
+            '[site]\nid = "mitte"\n[log]\nlevel = "debug"\n'
+            f'[cloud]\nurl = "{b.url}"\npull_interval_s = {pull_interval_s}\n'
+            "backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\n"
+            f"push = {'true' if self.broker else 'false'}\n"
+            f'[cloud.keys]\n{PUSH_KEY_ID} = "{self.public_key}"\n'
+        )
+        if self.broker is not None:
+            text += f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
+        d: Daemon = self.daemon_factory(text)
+        write_secret(d.state_dir, "cloud_token", GATEWAY_TOKEN.encode())
+        d.start()
+        wait_for("the gateway's first sync", lambda: d.ctl_json("sync", "status")["cursor"], 30)
+        return d
+
+    def stop(self) -> None:
+        for b in self.bridges:
+            b.stop(9)
+        self.sim.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, daemon_factory: Any, mosquitto: Mosquitto) -> Iterator[Rig]:
+    r = Rig(tmp_path, daemon_factory, mosquitto)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def decide(
+    d: Daemon,
+    card: str | None = None,
+    door: str = "front",
+    pin: str | None = None,
+    at: str | None = None,
+) -> tuple[bool, str]:
+    args = ["decide", "--door", door]
+    if card:
+        args += ["--card", card]
+    if pin:
+        args += ["--pin", pin]
+    if at:
+        args += ["--at", at]
+    r = d.ctl_json(*args, check=False)
+    return r["granted"], r["reason"]
+
+
+def present(d: Daemon, door: str = "front", card: str | None = None, pin: str | None = None) -> Any:
+    c = Client(d.state_dir / "admin.sock")
+    try:
+        params = {"door": door, **({"card": card} if card else {}), **({"pin": pin} if pin else {})}
+        return c.call("present", params)
+    finally:
+        c.close()
+
+
+# --- the doors follow the platform -------------------------------------------------------
+
+
+def test_the_gateway_decides_from_nexudus_through_the_bridge(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    assert decide(d, GRACE) == (True, "plan")
+    assert decide(d, ADA) == (True, "plan")  # past due, still in grace
+    assert decide(d, LINUS) == (False, "billing_suspended")
+    assert decide(d, KEN) == (False, "contract_ended")
+    assert decide(d, DENNIS) == (False, "contract_not_started")
+    assert decide(d, ALAN) == (True, "day_pass")
+    assert decide(d, FRANCES, door="office-12") == (True, "company")
+    assert decide(d, BJARNE, door="office-12") == (False, "billing_suspended")
+    assert decide(d, "H10301:12:4005", door="server-room", pin="9753") == (True, "grant")
+    # The site the gateway has is the bridge's, cursor for cursor.
+    status = b.status()
+    assert status is not None
+    assert d.ctl_json("sync", "status")["cursor"] == status["sites"]["mitte"]["cursor"]
+
+
+def test_an_unpaid_invoice_past_grace_closes_the_door_on_the_webhook(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    rig.webhooks(b, ["CoworkerInvoiceCreate", "CoworkerInvoiceUpdate"])
+    d = rig.gateway(b)
+    assert decide(d, GRACE) == (True, "plan")
+    due = datetime.now(UTC) - timedelta(days=4)
+    invoice = rig.sim.add_invoice(rig.ids["grace"], due)
+    wait_for("the push to deny", lambda: decide(d, GRACE) == (False, "billing_suspended"), 10)
+    rig.sim.pay_invoice(invoice)
+    wait_for("the payment to open it again", lambda: decide(d, GRACE) == (True, "plan"), 10)
+
+
+def test_a_forged_webhook_is_refused_and_changes_nothing(rig: Rig) -> None:
+    import requests
+
+    b = rig.bridge(poll_interval_s=3600)
+    base = b.url.removesuffix("/api/edge/v1")
+    body = b'[{"Id": 1, "CoworkerId": 1, "DueDate": "2026-01-01T00:00:00Z"}]'
+    r = requests.post(
+        f"{base}/webhooks/nexudus/CoworkerInvoiceUpdate",
+        data=body,
+        headers={"X-Nexudus-Hook-Signature": "00" * 32},
+        timeout=5,
+    )
+    assert r.status_code == 401
+    assert "does not match" in r.json()["error"]
+    status = b.status()
+    assert status is not None
+    assert status["platforms"]["nexudus"]["webhooks"]["refused"] == 1
+
+
+def test_by_polling_alone_a_cancelled_plan_ends_at_its_end_date(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=1)
+    d = rig.gateway(b, pull_interval_s=1)
+    today = datetime.now(TZ).date()
+    rig.sim.cancel_contract(rig.ids["grace_contract"], today)
+    end_of_today = datetime.combine(today + timedelta(days=1), datetime.min.time(), TZ)
+    before = (end_of_today - timedelta(minutes=1)).isoformat()
+    after = (end_of_today + timedelta(minutes=1)).isoformat()
+    wait_for(
+        "the cancellation to reach the door",
+        lambda: decide(d, GRACE, at=after) == (False, "contract_ended"),
+        10,
+    )
+    assert decide(d, GRACE, at=before) == (True, "plan")
+
+
+def test_a_card_removed_on_the_platform_stops_opening(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=1)
+    d = rig.gateway(b, pull_interval_s=1)
+    rig.sim.update("coworkers", rig.ids["grace"], AccessCardId=None)
+    wait_for("the card to go", lambda: decide(d, GRACE) == (False, "unknown_credential"), 10)
+
+
+# --- bad input and failed reads ------------------------------------------------------------
+
+
+def test_a_malformed_record_is_skipped_with_its_field_and_the_rest_syncs(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=1)
+    d = rig.gateway(b, pull_interval_s=1)
+    rig.sim.corrupt("coworkers", rig.ids["grace"], "Active", "yes")
+    rig.sim.update("coworkers", rig.ids["linus"], AccessCardId="12:4100")
+    wait_for("the good change", lambda: decide(d, "H10301:12:4100") == (False, "billing_suspended"))
+    status = b.status()
+    assert status is not None
+    bad = status["platforms"]["nexudus"]["bad_records"]
+    assert [(x["entity"], x["id"], x["field"]) for x in bad] == [
+        ("coworkers", str(rig.ids["grace"]), "Active")
+    ]
+    assert "expected true or false" in bad[0]["reason"]
+    # The last good version stays: Grace still gets in.
+    assert decide(d, GRACE) == (True, "plan")
+    assert "malformed records skipped (1)" in b.ctl("status").stdout
+    # An unreadable card is left off with its reason; the member stays.
+    rig.sim.update("coworkers", rig.ids["frances"], AccessCardId="12-4003")
+    wait_for(
+        "the refusal",
+        lambda: any(
+            "AccessCardId" in t
+            for t in (b.status() or {"sites": {"mitte": {"refused": []}}})["sites"]["mitte"][
+                "refused"
+            ]
+        ),
+    )
+
+
+def test_a_failed_or_partial_read_deletes_nothing(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600, platform_extra="page_size = 5\n")
+    d = rig.gateway(b, pull_interval_s=1)
+    # The second page of coworkers fails for good: the sweep stops part way.
+    rig.sim.faults.next("fail", 50, path="/api/spaces/coworkers", status=500)
+    r = b.ctl("sync", "now", "--full", check=False)
+    assert r.returncode == 1
+    assert "coworkers" in r.stderr
+    rig.sim.faults.clear()
+    assert decide(d, GRACE) == (True, "plan")
+    status = b.status()
+    assert status is not None
+    assert status["sites"]["mitte"]["objects"]["member"] == 13
+    assert "error" in status["platforms"]["nexudus"]["entities"]["coworkers"]
+
+
+def test_a_sweep_that_would_delete_most_members_is_held(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    d = rig.gateway(b, pull_interval_s=1)
+    for key in ("grace", "linus", "ken", "dennis", "barbara", "edsger", "radia"):
+        rig.sim.delete("coworkers", rig.ids[key])
+    b.ctl("sync", "now", "--full")
+    status = b.status()
+    assert status is not None
+    held = status["platforms"]["nexudus"]["entities"]["coworkers"]["held"]
+    assert "would delete 7 of 13 coworkers" in held
+    assert decide(d, GRACE) == (True, "plan")
+    b.ctl("sync", "now", "--full", "--allow-deletes")
+    wait_for("the deletion", lambda: decide(d, GRACE) == (False, "unknown_credential"), 10)
+
+
+def test_a_deleted_coworker_goes_after_a_complete_sweep(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    d = rig.gateway(b, pull_interval_s=1)
+    rig.sim.delete("coworkers", rig.ids["grace"])
+    b.ctl("sync", "now")  # updated-since cannot see a deletion
+    assert decide(d, GRACE) == (True, "plan")
+    b.ctl("sync", "now", "--full")
+    wait_for("the deletion", lambda: decide(d, GRACE) == (False, "unknown_credential"), 10)
+
+
+# --- usage goes back -----------------------------------------------------------------------
+
+
+def checkins_of(rig: Rig, key: str) -> list[dict[str, Any]]:
+    return [c for c in rig.sim.records("checkins") if c.get("CoworkerId") == rig.ids[key]]
+
+
+def test_a_day_pass_entry_is_a_checkin_using_the_pass(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    assert present(d, card=ALAN)["granted"]
+    [checkin] = wait_for("the check-in at Nexudus", lambda: checkins_of(rig, "alan"))
+    assert checkin["SystemId"].startswith("edge:")
+    passes = [
+        p for p in rig.sim.records("coworkertimepasses") if p["CoworkerId"] == rig.ids["alan"]
+    ]
+    assert sum(1 for p in passes if p.get("Used")) == 1
+    # A member's first entry of the day is a check-in; the second is not.
+    assert present(d, card=GRACE)["granted"]
+    assert present(d, card=GRACE)["granted"]
+    wait_for("Grace's check-in", lambda: checkins_of(rig, "grace"))
+    time.sleep(1)
+    assert len(checkins_of(rig, "grace")) == 1
+
+
+def test_a_guest_entry_is_charged_to_the_host_once(rig: Rig) -> None:
+    b = rig.bridge()
+    now = datetime.now(UTC)
+    rig.sim.create(
+        "visitors",
+        {
+            "BusinessId": rig.ids["mitte"],
+            "FullName": "Alan Turing",
+            "Email": "alan.t@example.com",
+            "CoworkerId": rig.ids["grace"],
+            "ExpectedArrival": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "VisitorCode": "4242",
+        },
+    )
+    b.ctl("sync", "now")
+    d = rig.gateway(b)
+    assert present(d, pin="4242")["granted"]
+    assert present(d, pin="4242")["granted"]
+    charges = wait_for(
+        "the charge",
+        lambda: [c for c in rig.sim.records("charges") if c.get("CoworkerId") == rig.ids["grace"]],
+    )
+    time.sleep(1)
+    assert len(charges) == 1
+    assert charges[0]["TotalAmount"] == 10.0
+    assert "Guest entry: Alan Turing" in charges[0]["Description"]
+
+
+def test_a_write_lost_on_the_way_back_is_found_not_written_twice(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    rig.sim.faults.next("after_write", 1, path="/api/spaces/checkins", method="POST")
+    assert present(d, card=ALAN)["granted"]
+    wait_for("the check-in", lambda: checkins_of(rig, "alan"))
+    db = sqlite3.connect(b.state_dir / "bridge.db")
+    try:
+        state = wait_for(
+            "the event done",
+            lambda: (
+                db.execute("SELECT state FROM events WHERE type = 'usage.day_pass'").fetchone()
+                == ("done",)
+            ),
+        )
+    finally:
+        db.close()
+    assert state
+    time.sleep(1)
+    assert len(checkins_of(rig, "alan")) == 1
+
+
+def test_a_refused_write_is_kept_with_the_platforms_reason(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    rig.sim.faults.next("fail", 1, path="/api/spaces/checkins", method="POST", status=400)
+    assert present(d, card=ALAN)["granted"]
+    text = wait_for(
+        "the rejection", lambda: "REJECTED usage.day_pass" in (t := b.ctl("status").stdout) and t
+    )
+    assert "nexudus refused it" in text
+
+
+def test_date_is_kept_in_site_time() -> None:
+    # The example's reference instants are built in the site's zone.
+    assert date.today() - timedelta(days=1) < datetime.now(TZ).date() + timedelta(days=1)
