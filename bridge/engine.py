@@ -192,6 +192,7 @@ class PlatformSync:
             now = self.clock()
             await self._due(now)
             wait = self._next_due(self.clock()) - self.clock()
+            await asyncio.sleep(0)  # never hold the loop, whatever is due
             if wait > 0 and not self._hints and not self._requests:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -512,7 +513,7 @@ class PlatformSync:
             sources[key] = built.source
             if built.problems:
                 problems[key] = list(built.problems)
-            if built.recheck_at is not None:
+            if built.recheck_at is not None and built.recheck_at > now:
                 heapq.heappush(rt.rechecks, (built.recheck_at, key))
         return rt.state.stage(candidates, sources, problems)
 
@@ -620,7 +621,7 @@ class PlatformSync:
             sources[key] = built.source
             if built.problems:
                 problems[key] = list(built.problems)
-            if built.recheck_at is not None:
+            if built.recheck_at is not None and built.recheck_at > now:
                 rt.rechecks.append((built.recheck_at, key))
         heapq.heapify(rt.rechecks)
         return rt.state.stage(candidates, sources, problems)

@@ -5,10 +5,11 @@ platform."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from edge.edgectl import Client
 from edge.secrets import write_secret
 from hwsim.broker import Mosquitto
 from hwsim.platforms.nexudus import NexudusSim
+from hwsim.platforms.officernd import OfficeRndSim
 from hwsim.platforms.rig import GATEWAY_TOKEN, PUSH_KEY_ID, BridgeProcess, bridge_config, provision
 from tests.conftest import Daemon
 
@@ -47,11 +49,18 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 20) -> T:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, daemon_factory: Any, broker: Mosquitto | None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        daemon_factory: Any,
+        broker: Mosquitto | None,
+        platform: str = "nexudus",
+    ) -> None:
         self.tmp_path = tmp_path
         self.daemon_factory = daemon_factory
         self.broker = broker
-        self.sim = NexudusSim().start()
+        self.platform = platform
+        self.sim: Any = (NexudusSim() if platform == "nexudus" else OfficeRndSim()).start()
         self.ids = self.sim.load_example(datetime.now(TZ).date())
         self.bridges: list[BridgeProcess] = []
         self.public_key = ""
@@ -60,8 +69,12 @@ class Rig:
         state_dir = self.tmp_path / state
         self.public_key = provision(state_dir)
         broker = (self.broker.host, self.broker.port) if self.broker else None
+        if self.platform == "officernd":
+            kw["platform_extra"] = kw.get("platform_extra", "") + (
+                f'fee_plan = "{self.ids["services"]}"\n'
+            )
         text = bridge_config(
-            "nexudus",
+            self.platform,
             self.sim.base_url,
             str(self.ids["mitte"]),
             port=0,
@@ -104,6 +117,15 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path: Path, daemon_factory: Any, mosquitto: Mosquitto) -> Iterator[Rig]:
     r = Rig(tmp_path, daemon_factory, mosquitto)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def ornd(tmp_path: Path, daemon_factory: Any, mosquitto: Mosquitto) -> Iterator[Rig]:
+    r = Rig(tmp_path, daemon_factory, mosquitto, platform="officernd")
     try:
         yield r
     finally:
@@ -371,6 +393,83 @@ def test_a_refused_write_is_kept_with_the_platforms_reason(rig: Rig) -> None:
     assert "nexudus refused it" in text
 
 
-def test_date_is_kept_in_site_time() -> None:
-    # The example's reference instants are built in the site's zone.
-    assert date.today() - timedelta(days=1) < datetime.now(TZ).date() + timedelta(days=1)
+def test_an_expired_token_is_renewed_and_throttling_is_waited_out(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    rig.sim.tokens.expire_all()
+    rig.sim.faults.next("rate_limit", 2, path="/api/spaces/coworkers", seconds=1)
+    rig.sim.update("coworkers", rig.ids["grace"], AccessCardId="12:4242")
+    b.ctl("sync", "now")
+    status = b.status()
+    assert status is not None
+    api = status["platforms"]["nexudus"]["api"]
+    assert api["throttled"] == 2
+    assert api["last_retry_after_s"] == 1.0  # the platform's Retry-After, not a guess
+    assert rig.sim.calls[("POST", "/api/token")] >= 2  # signed in again after the 401
+    member = json.loads(
+        sqlite3.connect(b.state_dir / "bridge.db")
+        .execute("SELECT data FROM site_objects WHERE id = ?", (f"m-{rig.ids['grace']}",))
+        .fetchone()[0]
+    )
+    assert member["credentials"][0]["card_number"] == 4242
+
+
+# --- OfficeRnD -----------------------------------------------------------------------------
+
+
+def test_the_gateway_decides_from_officernd_through_the_bridge(ornd: Rig) -> None:
+    b = ornd.bridge()
+    d = ornd.gateway(b)
+    assert decide(d, GRACE) == (True, "plan")
+    assert decide(d, ADA) == (True, "plan")
+    assert decide(d, LINUS) == (False, "billing_suspended")
+    assert decide(d, KEN) == (False, "contract_ended")
+    assert decide(d, DENNIS) == (False, "contract_not_started")
+    assert decide(d, ALAN) == (True, "day_pass")
+    assert decide(d, "H10304:500:12345") == (True, "day_pass")  # Margaret's pass used today
+    assert decide(d, FRANCES, door="office-12") == (True, "company")
+    assert decide(d, BJARNE, door="office-12") == (False, "billing_suspended")
+    assert decide(d, "H10301:12:4005", door="server-room", pin="9753") == (True, "grant")
+
+
+@pytest.mark.parametrize("style", ["signature", "v1"])
+def test_officernd_webhooks_in_either_documented_shape_close_the_door(
+    ornd: Rig, style: str
+) -> None:
+    b = ornd.bridge(poll_interval_s=3600)
+    base = b.url.removesuffix("/api/edge/v1")
+    secret = ornd.sim.add_webhook(f"{base}/webhooks/officernd", ["invoice.created"], style)
+    write_secret(b.state_dir, "officernd_webhook_secret", secret.encode())
+    d = ornd.gateway(b)
+    assert decide(d, GRACE) == (True, "plan")
+    ornd.sim.add_invoice(member=ornd.ids["grace"], due=datetime.now(TZ).date() - timedelta(days=5))
+    wait_for("the push to deny", lambda: decide(d, GRACE) == (False, "billing_suspended"), 10)
+
+
+def test_officernd_usage_becomes_checkins_and_fees(ornd: Rig) -> None:
+    now = datetime.now(UTC)
+    ornd.sim.create(
+        "visits",
+        {
+            "visitor": ornd.ids["grace_hopper"],
+            "member": ornd.ids["ada"],
+            "location": ornd.ids["mitte"],
+            "start": now.isoformat(),
+            "end": (now + timedelta(hours=2)).isoformat(),
+        },
+    )
+    b = ornd.bridge()
+    d = ornd.gateway(b)
+    assert present(d, card=ALAN)["granted"]
+    checkins = wait_for(
+        "the check-in",
+        lambda: [c for c in ornd.sim.records("checkins") if c.get("member") == ornd.ids["alan"]],
+    )
+    assert len(checkins) == 1
+    assert present(d, pin="1111")["granted"]  # Grace Hopper, Ada's visitor
+    fees = wait_for(
+        "the guest fee",
+        lambda: [f for f in ornd.sim.records("fees") if f.get("member") == ornd.ids["ada"]],
+    )
+    assert fees[0]["price"] == 10.0
+    assert "Guest entry: Grace Hopper" in fees[0]["name"]
+    assert f"[edge {fees[0]['name'].split('[edge ')[1]}" in fees[0]["name"]

@@ -510,7 +510,7 @@ class OfficeRndMapper(Mapper):
         return (
             {("member", f"m-{i}") for i in w.ids("members")}
             | {("company", f"co-{i}") for i in w.ids("companies")}
-            | {("guest", f"g-{i}") for i in w.ids("visits")}
+            | {("guest", f"g-{v.get('visitor')}") for v in w.all("visits")}
             | {("booking", f"b-{i}") for i in w.ids("bookings")}
             | {("room", r) for r in self.site.rooms}
         )
@@ -553,9 +553,9 @@ class OfficeRndMapper(Mapper):
                 out |= {("room", r) for r in self.site.rooms}
                 out |= {("booking", f"b-{b['_id']}") for b in w.by("bookings", "resource", rid)}
             elif entity == "visits":
-                out.add(("guest", f"g-{rid}"))
+                out.add(("guest", f"g-{rec.get('visitor')}"))
             elif entity == "visitors":
-                out |= {("guest", f"g-{v['_id']}") for v in w.by("visits", "visitor", rid)}
+                out.add(("guest", f"g-{rid}"))
         return out
 
     def build(self, key: Key, now: float) -> Built:
@@ -754,47 +754,50 @@ class OfficeRndMapper(Mapper):
         future = [t for t in recheck if t > now]
         return Built(obj, source, (), min(future) if future else None)
 
-    def _guest(self, vid: str, now: float) -> Built:
-        v = self.w.get("visits", vid)
-        source = f"visits {vid}"
-        if (
-            v is None
-            or not v.get("member")
-            or (v.get("location") and v.get("location") not in self.locations)
-        ):
+    def _guest(self, visitor_id: str, now: float) -> Built:
+        """One guest per visitor (one PIN, one person): their current visit, else the
+        next one, else the last one of the past day."""
+        source = f"visitors {visitor_id}"
+        visits = []
+        for v in self.w.by("visits", "visitor", visitor_id):
+            if not v.get("member") or (v.get("location") and v["location"] not in self.locations):
+                continue
+            start = parse_instant(v["start"]).timestamp()
+            end = (
+                parse_instant(v["end"]).timestamp()
+                if v.get("end")
+                else next_day_start(datetime.fromtimestamp(start, self.tz).date(), self.tz)
+            )
+            if end >= now - 86400:
+                visits.append((start, end, v))
+        if not visits:
             return Built(None, source)
-        visitor = self.w.get("visitors", str(v.get("visitor"))) or {}
-        start = parse_instant(v["start"])
-        end = (
-            parse_instant(v["end"]).timestamp()
-            if v.get("end")
-            else next_day_start(start.astimezone(self.tz).date(), self.tz)
-        )
-        if end < now - 86400:
-            return Built(None, source)
-        holder = f"g-{vid}"
+        current = [x for x in visits if x[0] - 3600 <= now < x[1]]
+        upcoming = sorted((x for x in visits if x[0] - 3600 > now), key=lambda x: x[0])
+        start, end, visit = (current or upcoming or sorted(visits, key=lambda x: -x[1]))[0]
+        visitor = self.w.get("visitors", visitor_id) or {}
+        holder = f"g-{visitor_id}"
         creds = Credentials(holder)
         if self.cfg.pin_property:
             props = visitor.get("properties") or {}
-            creds.pin(
-                "code",
-                props.get(self.cfg.pin_property),
-                self.pin_key,
-                f"visitors {v.get('visitor')} properties.{self.cfg.pin_property}",
-            )
+            field = f"properties.{self.cfg.pin_property}"
+            creds.pin("code", props.get(self.cfg.pin_property), self.pin_key, field)
         obj = {
             "id": holder,
             "name": visitor.get("name") or "",
-            "host": f"m-{v['member']}",
-            "valid_from": iso((start - timedelta(hours=1)).timestamp(), self.tz),
+            "host": f"m-{visit['member']}",
+            "valid_from": iso(start - 3600, self.tz),
             "valid_to": iso(end, self.tz),
             "access": [{"group": g.group, "schedule": g.schedule} for g in self.site.guest_access],
             "credentials": creds.items,
         }
+        # The next visit becomes the guest's window once this one ends.
+        later = [t for t in [x[0] - 3600 for x in upcoming] + [end] if t > now]
         return Built(
             obj,
             source,
-            tuple((f"guests[{holder}].credentials ({source})", r) for _, r in creds.problems),
+            tuple((f"guests[{holder}].credentials ({source} {f})", r) for f, r in creds.problems),
+            min(later) if later else None,
         )
 
     def _room_of(self, resource_id: object) -> str | None:
