@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import DecisionSampler, percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
+from platform_bridge import PLATFORMS, bench_change, bench_full_sync, bench_idle, bench_usage
 from rooms import bench_rooms
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
@@ -228,6 +229,14 @@ BENCHES: dict[str, Callable[[], None]] = {
     "snapshot": bench_snapshot_and_changes,
     "backlog": bench_backlog,
     "rooms": bench_rooms,
+    "bridge-full-sync": lambda: (
+        [bench_full_sync(p) for p in PLATFORMS] and bench_full_sync("nexudus", pins=False)
+    ),
+    "bridge-change": lambda: (
+        [bench_change(p, m) for p in PLATFORMS for m in ("webhook", "poll")] and None
+    ),
+    "bridge-idle": lambda: [bench_idle(p) for p in PLATFORMS] and None,
+    "bridge-usage": lambda: [bench_usage(p) for p in PLATFORMS] and None,
 }
 
 

@@ -83,6 +83,30 @@ async def _sync_now(bridge: Bridge, params: dict[str, Any]) -> Any:
     return results
 
 
+@method("outbox.retry", "send rejected events again: params events (ids) or all (bool)")
+async def _retry(bridge: Bridge, params: dict[str, Any]) -> Any:
+    ids = params.get("events") or []
+    every = params.get("all", False)
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise AdminError("bad_request", "params.events: expected a list of event ids")
+    if not isinstance(every, bool) or (not ids and not every):
+        raise AdminError("bad_request", "name the events to send again, or all = true")
+    # Every rejected event, or those whose id is in the list (NULL: no list).
+    count = await bridge.store.write(
+        [
+            (
+                "UPDATE events SET state = 'pending', next_at = 0, error = NULL "
+                "WHERE state = 'rejected' "
+                "AND (? IS NULL OR id IN (SELECT value FROM json_each(?)))",
+                (None if every else 1, json.dumps(ids)),
+            )
+        ]
+    )
+    for outbox in bridge.outboxes.values():
+        outbox.wake()
+    return {"requeued": count}
+
+
 class AdminServer:
     def __init__(self, bridge: Bridge, path: Path, mode: int) -> None:
         self.bridge = bridge

@@ -4,6 +4,7 @@
     edge-bridge check-config bridge.toml
     edge-bridge --config bridge.toml status [--json]
     edge-bridge --config bridge.toml sync now [--platform P] [--full] [--allow-deletes]
+    edge-bridge --config bridge.toml outbox retry [--all | EVENT ...]
     edge-bridge keygen FILE        (a push signing key; prints the public key)
 
 Exit status: 0 done, 1 a sync that failed, 2 a wrong command, argument or
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     sync_p.add_argument(
         "--allow-deletes", action="store_true", help="apply a sweep's held deletions"
     )
+    out_p = sub.add_parser("outbox", help="the usage outbox")
+    out_p.add_argument("what", choices=["retry"])
+    out_p.add_argument("events", nargs="*", help="rejected event ids to send again")
+    out_p.add_argument("--all", action="store_true", help="every rejected event")
     key_p = sub.add_parser("keygen", help="write a new push signing key")
     key_p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
@@ -213,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(reply["result"], indent=2))
             else:
                 _print_status(reply["result"])
+            return EXIT_OK
+        if args.command == "outbox":
+            reply = call(sock, "outbox.retry", {"events": args.events, "all": args.all})
+            if "error" in reply:
+                print(f"edge-bridge: {reply['error']['message']}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"{reply['result']['requeued']} event(s) will be sent again")
             return EXIT_OK
         params: dict[str, Any] = {"full": args.full, "allow_deletes": args.allow_deletes}
         if args.platform:

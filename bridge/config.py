@@ -216,8 +216,8 @@ class SiteSection(_Section):
     # names its own; hex digits alone are a raw card (a UID).
     card_format: Literal["H10301", "H10306", "C1000", "H10304"] = "H10301"
     day_pass_access: Annotated[tuple[Grant, ...], ListOf] = ()
-    # Platform pass products (names or ids) that are day passes; empty: every
-    # pass product without included minutes (Nexudus) / every pass (OfficeRnD).
+    # Nexudus TimePass products (names or ids) that are day passes; empty: every
+    # one without included minutes. (On OfficeRnD every pass set is day passes.)
     day_pass_products: Annotated[tuple[str, ...], ListOf] = ()
     # What a visitor's code (PIN) opens on the day of the visit.
     guest_access: Annotated[tuple[Grant, ...], ListOf] = ()

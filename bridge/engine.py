@@ -59,6 +59,8 @@ class ReadState:
     error: str | None = None
     error_at: float | None = None
     held: str | None = None  # a sweep's deletions waiting for an operator
+    failures: int = 0  # reads failed in a row: the next waits longer
+    retry_at: float = 0.0
 
 
 @dataclass
@@ -231,10 +233,11 @@ class PlatformSync:
         slow = float(self.cfg.slow_poll_interval_s)
         if not e.incremental:
             interval = float(getattr(self.cfg, "full_read_interval_s", self.cfg.poll_interval_s))
-            return min(sweep, last_full + (interval if e.access else max(interval, slow)))
+            due = min(sweep, last_full + (interval if e.access else max(interval, slow)))
+            return max(due, r.retry_at)
         last = max(r.last_incremental or 0.0, last_full)
         interval = float(self.cfg.poll_interval_s) if e.access else slow
-        return min(sweep, last + interval)
+        return max(min(sweep, last + interval), r.retry_at)
 
     async def _due(self, now: float) -> None:
         if self._hints:
@@ -290,9 +293,14 @@ class PlatformSync:
         text = f"{e.name}: {exc}"
         r = self.reads[e.name]
         r.error, r.error_at = str(exc) or type(exc).__name__, self.clock()
-        # Try again at the next poll, not at once: the platform is struggling.
-        r.last_incremental = self.clock()
-        log.warning("%s: reading %s failed: %s", self.name, e.name, exc)
+        # Again after a backoff, never at once: the platform is struggling.
+        r.failures += 1
+        delay = min(
+            float(self.cfg.backoff_max_s),
+            float(self.cfg.backoff_min_s) * 2.0 ** min(r.failures, 20),
+        )
+        r.retry_at = self.clock() + delay
+        log.warning("%s: reading %s failed (again in %.0f s): %s", self.name, e.name, delay, exc)
         await self.store.write([_read_op(self.name, e.name, r)])
         return text
 
@@ -348,7 +356,14 @@ class PlatformSync:
             self.busy = None
         r = self.reads[e.name]
         batch = Batch()
-        gone = self.world.ids(e.name) - seen
+        now = self.clock()
+        gone = set()
+        for rid in self.world.ids(e.name) - seen:
+            stored_rec = self.world.get(e.name, rid)
+            if stored_rec is not None and not self.platform.keep(e.name, stored_rec, now):
+                batch.removes.add((e.name, rid))  # out of the read's window by time alone
+            else:
+                gone.add(rid)
         stored = self.world.count(e.name)
         if (
             gone
@@ -363,13 +378,20 @@ class PlatformSync:
             log.error("%s: %s", self.name, r.held)
         else:
             r.held = None
-            for rid in gone:
-                batch.removes.add((e.name, rid))
+            # Offset paging can skip a record when another leaves the list between
+            # pages: each missing record is read on its own before it is deleted.
+            for rid in sorted(gone):
+                current = await self.platform.read_one(e.name, rid)
+                if current is None:
+                    batch.removes.add((e.name, rid))
+                else:
+                    self._take(e, current, batch)
             for key in [k for k in self.bad if k[0] == e.name and k[1] not in seen]:
                 batch.good.add(key)
         r.last_full = started
         r.last_incremental = started
         r.error = r.error_at = None
+        r.failures = 0
         if newest is not None:
             r.watermark = newest
         batch.reads[e.name] = r
@@ -392,6 +414,7 @@ class PlatformSync:
             self.busy = None
         r.last_incremental = started
         r.error = r.error_at = None
+        r.failures = 0
         r.watermark = newest
         batch = Batch()
         batch.reads[e.name] = r
@@ -404,7 +427,14 @@ class PlatformSync:
                 e = self.platform.entity(h.entity)
             except KeyError:
                 continue
-            rec = await self.platform.read_one(h.entity, h.id)
+            try:
+                rec = await self.platform.read_one(h.entity, h.id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The next poll reads it anyway; the other hints still count.
+                log.warning("%s: re-reading %s %s failed: %s", self.name, h.entity, h.id, exc)
+                continue
             if rec is None:
                 if self.world.get(h.entity, h.id) is not None:
                     batch.removes.add((h.entity, h.id))

@@ -78,11 +78,13 @@ class Stats:
 
 
 class RateBudget:
-    """A token bucket: `rate` requests a second, bursts of up to `rate` (at least 1)."""
+    """`rate` requests a second, evenly spaced (a token bucket of one): a platform
+    that counts requests in any window of a second never sees more than `rate`,
+    where a bucket allowing bursts would overrun a sliding window."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.capacity = 1.0
         self._tokens = self.capacity
         self._clock = clock
         self._stamp = clock()

@@ -91,7 +91,8 @@ class SitePusher:
         self.cfg = cfg
         self.state_dir = state_dir
         self.topic = f"edge/{site}/push"
-        self.link = MqttLink(cfg.mqtt, cfg.mqtt.client_id or f"edge-bridge-{site}", state_dir)
+        client_id = cfg.mqtt.client_id or f"edge-bridge-push-{site}"
+        self.link = MqttLink(cfg.mqtt, client_id, state_dir)
         self.key: Ed25519PrivateKey | None = None
         self.fault: str | None = None
         self.sent = 0

@@ -168,12 +168,17 @@ class Bridge:
                             ]
                         )
                         rt.floor = floor
+            cutoff = time.time() - retention
             await self.store.write(
                 [
                     (
                         "DELETE FROM events WHERE state IN ('done', 'skipped') AND received < ?",
-                        (time.time() - retention,),
-                    )
+                        (cutoff,),
+                    ),
+                    (
+                        "DELETE FROM checkin_days WHERE day < ?",
+                        (time.strftime("%Y-%m-%d", time.gmtime(cutoff)),),
+                    ),
                 ]
             )
             await asyncio.sleep(interval_s)

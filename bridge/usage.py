@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.config import SiteSection
 from bridge.engine import PlatformSync
-from bridge.http import OutcomeUnknown, PlatformError, Refused, Unavailable, backoff
+from bridge.http import Refused, backoff
 from bridge.platforms.base import Write, parse_instant
 from bridge.store import BridgeStore
 from edge.sqlite import Many, SqlOp
@@ -134,9 +134,20 @@ class Outbox:
 
     async def run(self) -> None:
         sites = {sid: rt.cfg for sid, rt in self.sync.sites.items()}
+        failures = 0
         while True:
             self._wake.clear()
-            worked = await self._deliver_due(sites)
+            try:
+                worked = await self._deliver_due(sites)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let one event stop the outbox (its own state stays as it was).
+                failures += 1
+                log.exception("outbox %s: delivery failed", self.platform.name)
+                await asyncio.sleep(min(60.0, 0.5 * 2**failures))
+                continue
+            failures = 0
             if worked:
                 continue
             row = await self.store.fetchone(
@@ -149,11 +160,13 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 3600.0))
 
     async def _deliver_due(self, sites: dict[str, SiteSection]) -> bool:
+        # Events wait for their site to be built: who is a member decides what they mean.
+        ready = [sid for sid in sites if self.sync.sites[sid].ready_at is not None]
         rows = await self.store.fetchall(
             "SELECT seq, site, id, type, body, state, attempts FROM events "
             "WHERE state IN ('pending', 'sending', 'unknown') AND next_at <= ? "
             "AND site IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 100",
-            (self.clock(), json.dumps(list(sites))),
+            (self.clock(), json.dumps(ready)),
         )
         for seq, site, _eid, _type, body, state, attempts in rows:
             await self._deliver_one(seq, sites[site], site, json.loads(body), state, attempts)
@@ -181,6 +194,7 @@ class Outbox:
                 await self._finish(seq, "skipped", None, f"already checked in on {write.day}")
                 return
         world = self.sync.world
+        sent = False
         try:
             if state in ("sending", "unknown"):
                 # It may have been written: find it before writing again.
@@ -199,26 +213,33 @@ class Outbox:
                 )
             ]
             await self.store.write(sending + ([claim] if claim is not None else []))
+            sent = True
             ref = await self.platform.write(write, cfg, world)
-        except Refused as exc:
-            log.error(
-                "%s: %s %s refused by %s: %s",
-                site,
-                write.kind,
-                write.event_id,
-                self.platform.name,
-                exc,
-            )
-            await self._finish(seq, "rejected", None, f"{self.platform.name} refused it: {exc}")
-            await self.store.write(
-                [("DELETE FROM checkin_days WHERE event_id = ?", (write.event_id,))]
-            )
-            return
-        except (OutcomeUnknown, Unavailable, PlatformError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if sent and isinstance(exc, Refused) and exc.status not in (401, 403):
+                # The platform says no to this write: kept with its words, not retried.
+                log.error(
+                    "%s: %s %s refused by %s: %s",
+                    site,
+                    write.kind,
+                    write.event_id,
+                    self.platform.name,
+                    exc,
+                )
+                await self._finish(seq, "rejected", None, f"{self.platform.name} refused it: {exc}")
+                await self.store.write(
+                    [("DELETE FROM checkin_days WHERE event_id = ?", (write.event_id,))]
+                )
+                return
+            # Anything else is tried again later. Once the write went out (a timeout,
+            # a dropped connection, a 5xx, an answer that makes no sense), it may have
+            # been done: it is looked up first next time. Refused credentials (401,
+            # 403) and failures before sending leave the state as it was.
+            refused_auth = isinstance(exc, Refused)
+            new_state = "unknown" if sent and not refused_auth else state
             self.last_error = f"{write.kind} {write.event_id}: {exc}"
-            new_state = (
-                "unknown" if isinstance(exc, OutcomeUnknown) or state != "pending" else "pending"
-            )
             delay = backoff(attempts + 1, self.sync.cfg.backoff_min_s, self.sync.cfg.backoff_max_s)
             log.warning(
                 "%s: %s %s: %s; again in %.0f s", site, write.kind, write.event_id, exc, delay
@@ -227,7 +248,7 @@ class Outbox:
                 [
                     (
                         "UPDATE events SET state = ?, next_at = ?, error = ? WHERE seq = ?",
-                        (new_state, self.clock() + delay, str(exc), seq),
+                        (new_state, self.clock() + delay, str(exc) or type(exc).__name__, seq),
                     )
                 ]
             )

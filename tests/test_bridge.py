@@ -473,3 +473,52 @@ def test_officernd_usage_becomes_checkins_and_fees(ornd: Rig) -> None:
     assert fees[0]["price"] == 10.0
     assert "Guest entry: Grace Hopper" in fees[0]["name"]
     assert f"[edge {fees[0]['name'].split('[edge ')[1]}" in fees[0]["name"]
+
+
+def test_a_write_answered_with_nonsense_is_looked_up_not_written_again(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    rig.sim.faults.next("malformed", 1, path="/api/spaces/checkins", method="POST")
+    assert present(d, card=ALAN)["granted"]
+    wait_for("the check-in", lambda: checkins_of(rig, "alan"))
+    db = sqlite3.connect(b.state_dir / "bridge.db")
+    try:
+        wait_for(
+            "the event done",
+            lambda: (
+                db.execute("SELECT state FROM events WHERE type = 'usage.day_pass'").fetchone()
+                == ("done",)
+            ),
+        )
+    finally:
+        db.close()
+    assert len(checkins_of(rig, "alan")) == 1
+
+
+def test_a_refused_sign_in_keeps_usage_waiting_and_the_bridge_running(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    # Every sign-in refused (the refresh grant and the password grant alike).
+    rig.sim.faults.next("fail", 1000, path="/api/token", status=401)
+    rig.sim.tokens.expire_all()
+    assert present(d, card=ALAN)["granted"]
+    wait_for(
+        "the error in status",
+        lambda: "refused the sign-in" in str((b.status() or {}).get("platforms")),
+    )
+    assert not checkins_of(rig, "alan")
+    rig.sim.faults.clear()
+    wait_for("the check-in once sign-in works", lambda: checkins_of(rig, "alan"), 30)
+    assert b.proc is not None
+    assert b.proc.poll() is None
+
+
+def test_rejected_usage_can_be_sent_again(rig: Rig) -> None:
+    b = rig.bridge()
+    d = rig.gateway(b)
+    rig.sim.faults.next("fail", 1, path="/api/spaces/checkins", method="POST", status=400)
+    assert present(d, card=ALAN)["granted"]
+    wait_for("the rejection", lambda: "REJECTED" in b.ctl("status").stdout)
+    assert "1 event(s) will be sent again" in b.ctl("outbox", "retry", "--all").stdout
+    wait_for("the check-in", lambda: checkins_of(rig, "alan"))
+    assert "REJECTED" not in b.ctl("status").stdout

@@ -288,7 +288,9 @@ def billing_status(
     dues = sorted(unpaid_due)
     if not dues or now < dues[0]:
         return {"status": "ok", "grace_until": None}, (dues[0] if dues else None)
-    grace_end = dues[0] + grace_days * 86400
+    # Calendar days in the site's zone: a grace across a DST change ends at the
+    # same wall-clock time it would otherwise.
+    grace_end = (datetime.fromtimestamp(dues[0], tz) + timedelta(days=grace_days)).timestamp()
     if now < grace_end:
         return {"status": "past_due", "grace_until": iso(grace_end, tz)}, grace_end
     return {"status": "suspended", "grace_until": None}, None
@@ -324,6 +326,7 @@ def plans_of(spans: list[Span], today: date, site: SiteSection, tz: ZoneInfo) ->
     def current(s: Span) -> bool:
         return (s.start is None or s.start <= today) and (s.end is None or s.end >= today)
 
+    spans = [s for s in spans if s.start is None or s.end is None or s.start <= s.end]
     primary = [s for s in spans if s.primary]
     # Among current spans: the one the platform marks, then an open-ended one
     # (a resident plan over a fixed-term add-on), then the latest to start.

@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from bridge.config import NexudusPlatform, SiteSection
+from bridge.config import NexudusPlatform, RoomSection, SiteSection
 from bridge.http import BadReply, Refused
 from bridge.platforms.base import (
     Built,
@@ -61,16 +61,17 @@ from edge.secrets import SecretError, read_secret
 
 log = logging.getLogger("bridge.nexudus")
 
-# Read in this order: what the access entities refer to comes first.
+# Read in this order. A poll is paced by the rate budget, so what decides most
+# door answers (cards, plans, unpaid invoices) is read first in each one.
 ENTITIES = (
     Entity("tariffs", "Tariff", access=False),
     Entity("timepasses", "TimePass", access=False),
     Entity("resources", "Resource", access=False),
-    Entity("teams", "Team"),
     Entity("coworkers", "Coworker"),
     Entity("coworkercontracts", "CoworkerContract"),
-    Entity("coworkertimepasses", "CoworkerTimePass"),
     Entity("coworkerinvoices", "CoworkerInvoice"),
+    Entity("coworkertimepasses", "CoworkerTimePass"),
+    Entity("teams", "Team"),
     Entity("bookings", "Booking"),
     Entity("cancelledbookings", "CancelledBooking"),
     Entity("visitors", "Visitor"),
@@ -590,9 +591,12 @@ class Nexudus(Platform):
             marker = f"{EDGE_TAG}:{w.event_id}"
             field = "SystemId"
         else:
+            # By payer and sale minute (our own SaleDate), whatever the description
+            # filter's matching rule; the tag in the description decides.
             params = {
                 "Charge_Coworker": str(self._payer(w, world)),
-                "Charge_Description": w.event_id,
+                "from_Charge_SaleDate": _minute(w.at),
+                "to_Charge_SaleDate": _minute(w.at + timedelta(minutes=1)),
             }
             path = PATHS["charges"]
             marker = self._tag(w)
@@ -940,12 +944,17 @@ class NexudusMapper(Mapper):
             tuple((f"guests[{holder}].credentials ({source} {f})", r) for f, r in creds.problems),
         )
 
+    def _is_room(self, room: RoomSection, r: Record) -> bool:
+        """The room's resource: by id or name, at one of the site's locations."""
+        named = str(r.get("Id")) == room.resource or r.get("Name") == room.resource
+        return named and (r.get("BusinessId") is None or self._here(r.get("BusinessId")))
+
     def _room_of(self, resource_id: object) -> str | None:
         resource = self.w.get("resources", str(resource_id))
+        if resource is None:
+            return None
         for rid, room in self.site.rooms.items():
-            if room.resource == str(resource_id) or (
-                resource is not None and resource.get("Name") == room.resource
-            ):
+            if self._is_room(room, resource):
                 return rid
         return None
 
@@ -975,14 +984,7 @@ class NexudusMapper(Mapper):
         room = self.site.rooms.get(room_id)
         if room is None:
             return Built(None)
-        resource = next(
-            (
-                r
-                for r in self.w.all("resources")
-                if str(r.get("Id")) == room.resource or r.get("Name") == room.resource
-            ),
-            None,
-        )
+        resource = next((r for r in self.w.all("resources") if self._is_room(room, r)), None)
         problems: tuple[tuple[str, str], ...] = ()
         if resource is None:
             problems = ((f"rooms[{room_id}]", f"no Nexudus resource {room.resource!r}"),)

@@ -170,6 +170,7 @@ class Faults:
         self.latency_s = 0.0  # added to every API request
         self.error_rate = 0.0  # fraction of requests answered 503 at random
         self.timeout_rate = 0.0  # fraction of requests held `timeout_s` at random
+        self.late_rate = 0.0  # fraction done and then answered `timeout_s` late, at random
         self.timeout_s = 30.0
         self._random = random.Random(7)
 
@@ -194,6 +195,7 @@ class Faults:
             self.latency_s = 0.0
             self.error_rate = 0.0
             self.timeout_rate = 0.0
+            self.late_rate = 0.0
 
     def take(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -211,6 +213,8 @@ class Faults:
                 return _Fault("fail", 1, None, None, status=503)
             if roll < self.error_rate + self.timeout_rate:
                 return _Fault("timeout", 1, None, None, seconds=self.timeout_s)
+            if roll < self.error_rate + self.timeout_rate + self.late_rate:
+                return _Fault("late", 1, None, None, seconds=self.timeout_s)
         return None
 
 

@@ -89,9 +89,11 @@ def bridge_config(
     site_extra: str = "",
     broker: tuple[str, int] | None = None,
     poll_interval_s: float = 60,
+    slow_poll_interval_s: float | None = None,
     requests_per_s: float = 1000,
     level: str = "debug",
     hot_desk_schedule: str = "staffed",
+    timeout_s: float = 5,
 ) -> str:
     """A bridge configuration for the example site on a simulated platform."""
     if platform == "nexudus":
@@ -109,8 +111,9 @@ def bridge_config(
         f'[bridge]\nlisten_port = {port}\n[log]\nlevel = "{level}"\n'
         f"[platforms.{platform}]\n{account}"
         f'url = "{url}"\npoll_interval_s = {poll_interval_s}\n'
-        f"slow_poll_interval_s = {poll_interval_s}\nrequests_per_s = {requests_per_s}\n"
-        "timeout_s = 5\nbackoff_min_s = 0.2\nbackoff_max_s = 2\n"
+        f"slow_poll_interval_s = {slow_poll_interval_s or max(poll_interval_s, 900)}\n"
+        f"requests_per_s = {requests_per_s}\n"
+        f"timeout_s = {timeout_s}\nbackoff_min_s = 0.2\nbackoff_max_s = 2\n"
         f"{platform_extra}"
         f'[sites.mitte]\nplatform = "{platform}"\nlocations = ["{location}"]\nname = "Mitte"\n'
         'timezone = "Europe/Berlin"\ngateway_token_secret = "gateway_token"\n'
