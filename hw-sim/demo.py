@@ -18,6 +18,12 @@ before the start, check-in with a badge, devices on, the ending warning, the
 grace period, everything off; a TV switched on in the free room and off again;
 book-now at the panel paid in credits, and refused without; the guest Wi-Fi
 passphrase; the booking and usage events.
+
+Last, the platform act (`hwsim.demo_bridge`): a simulated Nexudus, the
+platform bridge reading it and a second gateway fed by the bridge: a plan
+cancelled as of today ends at midnight, an unpaid invoice past its grace
+refuses the badge within a second of the webhook, and a day-pass entry shows
+up in Nexudus as a door check-in.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.secrets import write_secret
+from hwsim.demo_bridge import run_platform_act
 from hwsim.devices import SimPanel, SimTasmotaPlug, SimZigbee2Mqtt
 from hwsim.hvac import COMFORT, STANDBY, SimHvac
 from hwsim.site import SimDoor, SimSite, SiteThread
@@ -262,6 +269,7 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
                 daemon.terminate()
             code = daemon.wait(30)
     print(f"\n== Daemon stopped on SIGTERM with exit status {code}")
+    problems += run_platform_act(work)
     for what in problems:
         print(f"!! did not happen in time: {what}", file=sys.stderr)
     return 0 if code == 0 and not problems else 1

@@ -522,3 +522,9 @@ def test_rejected_usage_can_be_sent_again(rig: Rig) -> None:
     assert "1 event(s) will be sent again" in b.ctl("outbox", "retry", "--all").stdout
     wait_for("the check-in", lambda: checkins_of(rig, "alan"))
     assert "REJECTED" not in b.ctl("status").stdout
+
+
+def test_the_demos_platform_act_happens(tmp_path: Path) -> None:
+    from hwsim.demo_bridge import run_platform_act
+
+    assert run_platform_act(tmp_path) == []
