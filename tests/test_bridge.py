@@ -528,3 +528,88 @@ def test_the_demos_platform_act_happens(tmp_path: Path) -> None:
     from hwsim.demo_bridge import run_platform_act
 
     assert run_platform_act(tmp_path) == []
+
+
+def test_each_kind_of_malformed_record_is_skipped_with_its_reason(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    d = rig.gateway(b, pull_interval_s=1)
+    ids = rig.ids
+    rig.sim.corrupt("coworkers", ids["grace"], "Active", "yes")  # mistyped
+    rig.sim.corrupt("coworkercontracts", ids["ken_contract"], "StartDate")  # missing
+    rig.sim.corrupt("coworkerinvoices", ids["ada_invoice"], "DueDate", "soon")  # not a date
+    rig.sim.corrupt("bookings", ids["alan_booking"], "ResourceId", "Ada room")  # mistyped
+    rig.sim.corrupt("visitors", ids["grace_hopper"], "ExpectedArrival")  # missing
+    rig.sim.update("coworkers", ids["frances"], AccessCardId="12-4003")  # unreadable card
+    rig.sim.update("coworkers", ids["radia"], AccessPincode="97a3")  # not a PIN
+    rig.sim.update("coworkers", ids["linus"], AccessCardId="12:4100")  # a good change
+    b.ctl("sync", "now")
+    status = b.status()
+    assert status is not None
+    bad = {(x["entity"], x["id"]): x for x in status["platforms"]["nexudus"]["bad_records"]}
+    expected = {
+        ("coworkers", ids["grace"]): ("Active", "expected true or false"),
+        ("coworkercontracts", ids["ken_contract"]): ("StartDate", "not an ISO 8601"),
+        ("coworkerinvoices", ids["ada_invoice"]): ("DueDate", "'soon' is not an ISO 8601"),
+        ("bookings", ids["alan_booking"]): ("ResourceId", "expected a number"),
+        ("visitors", ids["grace_hopper"]): ("ExpectedArrival", "not an ISO 8601"),
+    }
+    for (entity, rid), (field, words) in expected.items():
+        entry = bad[(entity, str(rid))]
+        assert entry["field"] == field
+        assert words in entry["reason"], entry
+    refused = status["sites"]["mitte"]["refused"]
+    assert any("AccessCardId" in t and "12-4003" in t for t in refused), refused
+    assert any("AccessPincode" in t and "1 to 16 digits" in t for t in refused), refused
+    # The rest syncs, and nothing malformed took anything away.
+    wait_for("the good change", lambda: decide(d, "H10301:12:4100") == (False, "billing_suspended"))
+    assert decide(d, GRACE) == (True, "plan")
+    assert decide(d, KEN) == (False, "contract_ended")
+    assert status["sites"]["mitte"]["objects"]["booking"] == 1
+    assert status["sites"]["mitte"]["objects"]["guest"] == 1
+    assert "malformed records skipped (5)" in b.ctl("status").stdout
+
+
+def test_usage_is_written_once_while_the_bridge_is_killed(rig: Rig) -> None:
+    import json as json_
+    import signal
+    import urllib.request
+    import uuid
+
+    b = rig.bridge(timeout_s=1)
+    url = b.url
+    members = [f"m-{rig.ids[k]}" for k in ("grace", "ada", "linus", "radia", "alan", "frances")]
+    day = datetime.now(TZ).replace(hour=9, minute=0, second=0, microsecond=0)
+    events = []
+    for i in range(60):
+        at = (day - timedelta(minutes=i)).isoformat()
+        events.append(
+            {"id": str(uuid.uuid4()), "type": "usage.credits", "at": at, "site": "mitte",
+             "holder": members[i % len(members)],
+             "details": {"room": "ada", "booking": f"b-{i}", "credits": 1}}
+        )  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310 - the bridge on loopback
+        f"{url}/sites/mitte/events",
+        data=json_.dumps({"events": events}).encode(),
+        headers={"Authorization": f"Bearer {GATEWAY_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        assert len(json_.loads(answer.read())["accepted"]) == 60
+    rig.sim.faults.error_rate = 0.1
+    rig.sim.faults.late_rate = 0.1
+    rig.sim.faults.timeout_s = 1.5
+    for _ in range(3):
+        time.sleep(0.7)
+        b.stop(signal.SIGKILL)
+        b.start()
+        b.wait_ready()
+    rig.sim.faults.clear()
+
+    def written() -> Any:
+        tags = [
+            c["Description"].rsplit("[edge ", 1)[1].rstrip("]") for c in rig.sim.records("charges")
+        ]
+        return tags if len(set(tags)) == 60 else None
+
+    tags = wait_for("every charge", written, 60)
+    assert sorted(tags) == sorted(e["id"] for e in events)  # each exactly once
