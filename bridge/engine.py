@@ -616,7 +616,9 @@ class PlatformSync:
     async def _build_site(self, rt: SiteRuntime) -> None:
         """The whole site from the records (first time, or a site new in the config)."""
         now = self.clock()
-        st = self._stage_all(rt, now)
+        # A whole site is seconds of mapping and validation: off the loop, so the
+        # listener keeps answering. Only this task changes records and sites.
+        st = await asyncio.to_thread(self._stage_all, rt, now)
         rt.ready_at = now
         ops = self._site_ops(rt, st, now)
         await self.store.write(ops)
@@ -626,7 +628,9 @@ class PlatformSync:
     async def _refresh_site(self, rt: SiteRuntime) -> None:
         """At start: the config may have changed the fixed objects or the mapping."""
         now = self.clock()
-        st = self._stage_all(rt, now)
+        # A whole site is seconds of mapping and validation: off the loop, so the
+        # listener keeps answering. Only this task changes records and sites.
+        st = await asyncio.to_thread(self._stage_all, rt, now)
         if st.changes or st.refusals or st.cleared:
             await self.store.write(self._site_ops(rt, st, now))
             self._publish([(rt, st)])
