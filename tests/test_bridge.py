@@ -613,3 +613,15 @@ def test_usage_is_written_once_while_the_bridge_is_killed(rig: Rig) -> None:
 
     tags = wait_for("every charge", written, 60)
     assert sorted(tags) == sorted(e["id"] for e in events)  # each exactly once
+
+
+def test_invoices_past_the_first_page_count(rig: Rig) -> None:
+    # One record a page: every unpaid invoice is on a page of its own.
+    b = rig.bridge(platform_extra="page_size = 1\n")
+    d = rig.gateway(b)
+    assert decide(d, LINUS) == (False, "billing_suspended")
+    assert decide(d, "C1000:100:70001") == (False, "billing_suspended")  # Barbara
+    assert decide(d, BJARNE, door="office-12") == (False, "billing_suspended")
+    assert decide(d, GRACE) == (True, "plan")
+    pages = rig.sim.calls[("GET", "/api/billing/coworkerinvoices")]
+    assert pages >= 4
