@@ -157,7 +157,7 @@ def bench_full_sync(platform: str, pins: bool = True) -> None:
             )
             first_site_s = time.monotonic() - started
             calls = sim.api_calls()
-            members = _rpc(state / "admin.sock", "status")["result"]["counts"]["members"]
+            members = _rpc(state / "admin.sock", "status")["result"]["members"]
             stop_daemon(proc)
             status = b.status() or {}
         finally:

@@ -232,6 +232,8 @@ class Nexudus(Platform):
         self._expires = 0.0
         self._token_lock: Any = None
         self.details_read = 0
+        # Full records read while their UpdatedOn second was still open: read again.
+        self._open_second: set[tuple[str, str]] = set()
 
     @property
     def _details(self) -> bool:
@@ -387,18 +389,34 @@ class Nexudus(Platform):
                 raise ReadError(f"{entity.name}: HasNextPage past TotalPages ({total_pages})")
 
     async def _whole(self, entity: Entity, listed: list[Record], world: World) -> list[Record]:
-        """Full records for list records whose UpdatedOn moved (list records are partial)."""
+        """Full records for list records that changed (list records are partial).
+
+        The full record already held is reused when the list record has the same
+        `UpdatedOn` and agrees with it on every field the list carries, and it was
+        not read within the second of its own `UpdatedOn` (whole seconds: a
+        second change in that same second would keep the same stamp)."""
         out = []
         for rec in listed:
-            rid = rec.get("Id")
-            stored = world.get(entity.name, str(rid))
-            if stored is not None and stored.get("UpdatedOn") == rec.get("UpdatedOn"):
+            rid = str(rec.get("Id"))
+            stored = world.get(entity.name, rid)
+            if (
+                stored is not None
+                and (entity.name, rid) not in self._open_second
+                and stored.get("UpdatedOn") == rec.get("UpdatedOn")
+                and all(stored.get(k) == v for k, v in rec.items() if v is not None)
+            ):
                 out.append(stored)
                 continue
-            full = await self.read_one(entity.name, str(rid))
+            full = await self.read_one(entity.name, rid)
             self.details_read += 1
-            if full is not None:
-                out.append(full)
+            if full is None:
+                continue
+            out.append(full)
+            stamp = self.modified_at(entity.name, full)
+            if stamp is not None and time.time() - stamp.timestamp() < 2:
+                self._open_second.add((entity.name, rid))
+            else:
+                self._open_second.discard((entity.name, rid))
         return out
 
     async def read_one(self, entity: str, rid: str) -> Record | None:
