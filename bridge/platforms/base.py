@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from bridge.config import CARD_FORMATS, SiteSection
+from bridge.config import CARD_FORMATS, RoomSection, SiteSection
 from bridge.http import PlatformHttp
 from bridge.store import BridgeStore
 from bridge.world import Record, World
@@ -97,6 +97,104 @@ class Mapper(ABC):
     @abstractmethod
     def build(self, key: Key, now: float) -> Built:
         """One object from the records as they are now."""
+
+
+class SiteMapper(Mapper):
+    """What both platforms' mappers share: the site, the zone, the locations, the
+    dispatch by kind, and rooms and bookings once the platform has found them."""
+
+    label = "platform"  # in refusals: "no <label> resource ..."
+    resource_id = "id"  # the resource record's id and name fields
+    resource_name = "name"
+
+    def __init__(self, world: World, site: SiteSection, pin_key: bytes | None, cfg: Any) -> None:
+        self.w = world
+        self.site = site
+        self.pin_key = pin_key
+        self.cfg = cfg
+        self.tz = ZoneInfo(site.timezone)
+        self.locations = {str(x) for x in site.locations}
+
+    def build(self, key: Key, now: float) -> Built:
+        kind, oid = key
+        if kind == "member":
+            return self._member(oid.removeprefix("m-"), now)
+        if kind == "company":
+            return self._company(oid.removeprefix("co-"), now)
+        if kind == "guest":
+            return self._guest(oid.removeprefix("g-"), now)
+        if kind == "booking":
+            return self._booking(oid.removeprefix("b-"), now)
+        if kind == "room":
+            return self._room(oid)
+        return Built(None)
+
+    @abstractmethod
+    def _member(self, rid: str, now: float) -> Built: ...
+
+    @abstractmethod
+    def _company(self, rid: str, now: float) -> Built: ...
+
+    @abstractmethod
+    def _guest(self, rid: str, now: float) -> Built: ...
+
+    @abstractmethod
+    def _booking(self, rid: str, now: float) -> Built: ...
+
+    @abstractmethod
+    def _resource_here(self, resource: Record) -> bool:
+        """Whether a resource is at one of the site's locations."""
+
+    def _is_room(self, room: RoomSection, r: Record) -> bool:
+        """The room's resource: by id or name, at one of the site's locations."""
+        named = str(r.get(self.resource_id)) == room.resource
+        return (named or r.get(self.resource_name) == room.resource) and self._resource_here(r)
+
+    def _room_of(self, resource_id: object) -> str | None:
+        resource = self.w.get("resources", str(resource_id))
+        if resource is None:
+            return None
+        for rid, room in self.site.rooms.items():
+            if self._is_room(room, resource):
+                return rid
+        return None
+
+    def _room(self, room_id: str) -> Built:
+        room = self.site.rooms.get(room_id)
+        if room is None:
+            return Built(None)
+        resource = next((r for r in self.w.all("resources") if self._is_room(room, r)), None)
+        problems: tuple[tuple[str, str], ...] = ()
+        if resource is None:
+            problems = ((f"rooms[{room_id}]", f"no {self.label} resource {room.resource!r}"),)
+        obj = {
+            "id": room_id,
+            "name": room.name or (resource or {}).get(self.resource_name) or room_id,
+            "door": room.door,
+            "capacity": room.capacity,
+            "no_show_release_min": room.no_show_release_min,
+            "checkin_early_min": room.checkin_early_min,
+            "credits_per_hour": room.credits_per_hour,
+        }
+        source = f"resources {resource[self.resource_id]}" if resource else ""
+        return Built(obj, source, problems)
+
+    def _booking_object(
+        self, bid: str, room: str, member: str, start: datetime, end: datetime, invoiced: bool
+    ) -> dict[str, Any]:
+        """A booking as the contract has it. Platform attendees are left out: one who
+        is not the site's would make the gateway refuse the whole booking."""
+        return {
+            "id": f"b-{bid}",
+            "room": room,
+            "member": f"m-{member}",
+            "attendees": [],
+            "start": iso(start.timestamp(), self.tz),
+            "end": iso(end.timestamp(), self.tz),
+            "status": "confirmed",
+            "invoiced": invoiced,
+            "recurrence_id": None,
+        }
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from bridge.config import NexudusPlatform, RoomSection, SiteSection
+from bridge.config import NexudusPlatform, SiteSection
 from bridge.http import BadReply, Refused
 from bridge.platforms.base import (
     Built,
@@ -47,6 +47,7 @@ from bridge.platforms.base import (
     Platform,
     ReadError,
     RecordError,
+    SiteMapper,
     Span,
     WebhookRefused,
     Write,
@@ -674,18 +675,13 @@ def _matches(match: tuple[str, ...], rec: Record | None) -> bool:
     return "*" in match or str(rec.get("Id")) in match or rec.get("Name") in match
 
 
-class NexudusMapper(Mapper):
+class NexudusMapper(SiteMapper):
     """Coworker -> member, Team -> company, Visitor -> guest, Booking -> booking."""
 
-    def __init__(
-        self, world: World, site: SiteSection, pin_key: bytes | None, cfg: NexudusPlatform
-    ) -> None:
-        self.w = world
-        self.site = site
-        self.pin_key = pin_key
-        self.cfg = cfg
-        self.tz = ZoneInfo(site.timezone)
-        self.locations = {str(x) for x in site.locations}
+    label = "Nexudus"
+    resource_id = "Id"
+    resource_name = "Name"
+    cfg: NexudusPlatform
 
     # --- keys --------------------------------------------------------------------------
 
@@ -739,20 +735,6 @@ class NexudusMapper(Mapper):
             elif entity == "visitors":
                 out.add(("guest", f"g-{rid}"))
         return out
-
-    def build(self, key: Key, now: float) -> Built:
-        kind, oid = key
-        if kind == "member":
-            return self._member(oid[2:], now)
-        if kind == "company":
-            return self._company(oid[3:], now)
-        if kind == "guest":
-            return self._guest(oid[2:], now)
-        if kind == "booking":
-            return self._booking(oid[2:], now)
-        if kind == "room":
-            return self._room(oid)
-        return Built(None)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -962,19 +944,9 @@ class NexudusMapper(Mapper):
             tuple((f"guests[{holder}].credentials ({source} {f})", r) for f, r in creds.problems),
         )
 
-    def _is_room(self, room: RoomSection, r: Record) -> bool:
-        """The room's resource: by id or name, at one of the site's locations."""
-        named = str(r.get("Id")) == room.resource or r.get("Name") == room.resource
-        return named and (r.get("BusinessId") is None or self._here(r.get("BusinessId")))
-
-    def _room_of(self, resource_id: object) -> str | None:
-        resource = self.w.get("resources", str(resource_id))
-        if resource is None:
-            return None
-        for rid, room in self.site.rooms.items():
-            if self._is_room(room, resource):
-                return rid
-        return None
+    def _resource_here(self, resource: Record) -> bool:
+        business = resource.get("BusinessId")
+        return business is None or self._here(business)
 
     def _booking(self, bid: str, now: float) -> Built:
         b = self.w.get("bookings", bid)
@@ -985,34 +957,8 @@ class NexudusMapper(Mapper):
         end = parse_instant(b["ToTime"])
         if room is None or end.timestamp() < now - BOOKING_WINDOW_S:
             return Built(None, source)
-        obj = {
-            "id": f"b-{bid}",
-            "room": room,
-            "member": f"m-{b['CoworkerId']}",
-            "attendees": [],
-            "start": iso(parse_instant(b["FromTime"]).timestamp(), self.tz),
-            "end": iso(end.timestamp(), self.tz),
-            "status": "confirmed",
-            "invoiced": bool(b.get("Invoiced")),
-            "recurrence_id": None,
-        }
+        start = parse_instant(b["FromTime"])
+        obj = self._booking_object(
+            bid, room, str(b["CoworkerId"]), start, end, bool(b.get("Invoiced"))
+        )
         return Built(obj, source)
-
-    def _room(self, room_id: str) -> Built:
-        room = self.site.rooms.get(room_id)
-        if room is None:
-            return Built(None)
-        resource = next((r for r in self.w.all("resources") if self._is_room(room, r)), None)
-        problems: tuple[tuple[str, str], ...] = ()
-        if resource is None:
-            problems = ((f"rooms[{room_id}]", f"no Nexudus resource {room.resource!r}"),)
-        obj = {
-            "id": room_id,
-            "name": room.name or (resource or {}).get("Name") or room_id,
-            "door": room.door,
-            "capacity": room.capacity,
-            "no_show_release_min": room.no_show_release_min,
-            "checkin_early_min": room.checkin_early_min,
-            "credits_per_hour": room.credits_per_hour,
-        }
-        return Built(obj, f"resources {resource['Id']}" if resource else "", problems)

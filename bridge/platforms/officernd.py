@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from bridge.config import OfficeRndPlatform, RoomSection, SiteSection
+from bridge.config import OfficeRndPlatform, SiteSection
 from bridge.http import BadReply, Refused
 from bridge.platforms.base import (
     Built,
@@ -48,6 +48,7 @@ from bridge.platforms.base import (
     Platform,
     ReadError,
     RecordError,
+    SiteMapper,
     Span,
     WebhookRefused,
     Write,
@@ -497,18 +498,13 @@ def _matches(match: tuple[str, ...], rec: Record | None, rid: object) -> bool:
     return rec is not None and rec.get("name") in match
 
 
-class OfficeRndMapper(Mapper):
+class OfficeRndMapper(SiteMapper):
     """member -> member, company -> company, visit -> guest, booking -> booking."""
 
-    def __init__(
-        self, world: World, site: SiteSection, pin_key: bytes | None, cfg: OfficeRndPlatform
-    ) -> None:
-        self.w = world
-        self.site = site
-        self.pin_key = pin_key
-        self.cfg = cfg
-        self.tz = ZoneInfo(site.timezone)
-        self.locations = set(site.locations)
+    label = "OfficeRnD"
+    resource_id = "_id"
+    resource_name = "name"
+    cfg: OfficeRndPlatform
 
     def keys(self) -> set[Key]:
         w = self.w
@@ -564,20 +560,6 @@ class OfficeRndMapper(Mapper):
             elif entity == "visitors":
                 out.add(("guest", f"g-{rid}"))
         return out
-
-    def build(self, key: Key, now: float) -> Built:
-        kind, oid = key
-        if kind == "member":
-            return self._member(oid[2:], now)
-        if kind == "company":
-            return self._company(oid[3:], now)
-        if kind == "guest":
-            return self._guest(oid[2:], now)
-        if kind == "booking":
-            return self._booking(oid[2:], now)
-        if kind == "room":
-            return self._room(oid)
-        return Built(None)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -807,19 +789,8 @@ class OfficeRndMapper(Mapper):
             min(later) if later else None,
         )
 
-    def _is_room(self, room: RoomSection, r: Record) -> bool:
-        """The room's resource: by id or name, at one of the site's locations."""
-        named = str(r.get("_id")) == room.resource or r.get("name") == room.resource
-        return named and (not r.get("location") or r.get("location") in self.locations)
-
-    def _room_of(self, resource_id: object) -> str | None:
-        resource = self.w.get("resources", str(resource_id))
-        if resource is None:
-            return None
-        for rid, room in self.site.rooms.items():
-            if self._is_room(room, resource):
-                return rid
-        return None
+    def _resource_here(self, resource: Record) -> bool:
+        return not resource.get("location") or resource.get("location") in self.locations
 
     def _booking(self, bid: str, now: float) -> Built:
         b = self.w.get("bookings", bid)
@@ -830,36 +801,8 @@ class OfficeRndMapper(Mapper):
         end = parse_instant(b["end"])
         if room is None or end.timestamp() < now - BOOKING_WINDOW_S:
             return Built(None, source)
-        obj = {
-            "id": f"b-{bid}",
-            "room": room,
-            "member": f"m-{b['member']}",
-            # Teammates on the booking (`members`) are not mapped: one who is not the
-            # site's would make the gateway refuse the whole booking.
-            "attendees": [],
-            "start": iso(parse_instant(b["start"]).timestamp(), self.tz),
-            "end": iso(end.timestamp(), self.tz),
-            "status": "confirmed",
-            "invoiced": bool(b.get("isAccounted")),
-            "recurrence_id": None,
-        }
+        start = parse_instant(b["start"])
+        obj = self._booking_object(
+            bid, room, str(b["member"]), start, end, bool(b.get("isAccounted"))
+        )
         return Built(obj, source)
-
-    def _room(self, room_id: str) -> Built:
-        room = self.site.rooms.get(room_id)
-        if room is None:
-            return Built(None)
-        resource = next((r for r in self.w.all("resources") if self._is_room(room, r)), None)
-        problems: tuple[tuple[str, str], ...] = ()
-        if resource is None:
-            problems = ((f"rooms[{room_id}]", f"no OfficeRnD resource {room.resource!r}"),)
-        obj = {
-            "id": room_id,
-            "name": room.name or (resource or {}).get("name") or room_id,
-            "door": room.door,
-            "capacity": room.capacity,
-            "no_show_release_min": room.no_show_release_min,
-            "checkin_early_min": room.checkin_early_min,
-            "credits_per_hour": room.credits_per_hour,
-        }
-        return Built(obj, f"resources {resource['_id']}" if resource else "", problems)
