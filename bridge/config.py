@@ -12,14 +12,13 @@ knows it. Credentials are file names in the secrets directory, never values.
 from __future__ import annotations
 
 import os
-import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.config import ConfigError, Identifier, ListOf, MqttConfig, PathOption, validation_problems
+from edge.config import Identifier, ListOf, MqttConfig, PathOption, parse_toml, read_text
 from edge.syncdoc import DocError, References, validate_object
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-bridge")
@@ -355,25 +354,8 @@ def _cross_check(cfg: Config) -> list[str]:
 
 
 def parse_config(text: str, source: str = "config") -> Config:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: {exc}"]) from None
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, raw, source)) from None
-    problems = _cross_check(cfg)
-    if problems:
-        raise ConfigError([f"{source}: {p}" for p in problems])
-    return cfg
+    return parse_toml(text, Config, source, _cross_check)
 
 
 def load_config(path: Path) -> Config:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+    return parse_config(read_text(path), str(path))

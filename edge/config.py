@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -522,26 +523,38 @@ def validation_problems(exc: ValidationError, raw: object, source: str) -> list[
     ]
 
 
-def parse_config(text: str, source: str = "config") -> Config:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_toml(text: str, model: type[M], source: str, cross_check: Callable[[M], list[str]]) -> M:
+    """A TOML text as `model`, every problem named `source: path: problem`
+    (`ConfigError`); shared by the gateway's and the bridge's configurations."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
     try:
-        cfg = Config.model_validate(raw)
+        cfg = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, raw, source)) from None
-    problems = _cross_check(cfg)
+    problems = cross_check(cfg)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return cfg
 
 
-def load_config(path: Path) -> Config:
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "config") -> Config:
+    return parse_toml(text, Config, source, _cross_check)
+
+
+def load_config(path: Path) -> Config:
+    return parse_config(read_text(path), str(path))
