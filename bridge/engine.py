@@ -117,6 +117,7 @@ class PlatformSync:
         self._requests: list[tuple[bool, bool, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._allow_deletes = False
+        self._tick = 0.0  # when the access entities were last polled together
         self.busy: str | None = None  # what the task is doing now, for status
 
     # --- lifecycle --------------------------------------------------------------------
@@ -145,6 +146,7 @@ class PlatformSync:
             "SELECT value FROM meta WHERE key = ?", (f"initial:{self.name}",)
         )
         self.initial_done = float(done[0]) if done else None
+        self._tick = max((r.last_incremental or 0.0 for r in self.reads.values()), default=0.0)
         for sid, rt in self.sites.items():
             seq_row = await self.store.fetchone(
                 "SELECT seq, floor, ready_at FROM sites WHERE site = ?", (sid,)
@@ -235,9 +237,12 @@ class PlatformSync:
             interval = float(getattr(self.cfg, "full_read_interval_s", self.cfg.poll_interval_s))
             due = min(sweep, last_full + (interval if e.access else max(interval, slow)))
             return max(due, r.retry_at)
+        if e.access:
+            # Every access entity on one tick: a poll reads them back to back, in
+            # the platform's order, instead of each drifting on its own schedule.
+            return max(min(sweep, self._tick + float(self.cfg.poll_interval_s)), r.retry_at)
         last = max(r.last_incremental or 0.0, last_full)
-        interval = float(self.cfg.poll_interval_s) if e.access else slow
-        return max(min(sweep, last + interval), r.retry_at)
+        return max(min(sweep, last + slow), r.retry_at)
 
     async def _due(self, now: float) -> None:
         if self._hints:
@@ -269,10 +274,12 @@ class PlatformSync:
 
     async def _poll(self, now: float, *, force: bool = False, full: bool = False) -> None:
         failures: list[str] = []
+        due = {e.name: force or self._due_at(e) <= now for e in self.platform.entities}
+        if force or now >= self._tick + float(self.cfg.poll_interval_s):
+            self._tick = now
         for e in self.platform.entities:
             r = self.reads[e.name]
-            due = self._due_at(e)
-            if not force and due > now:
+            if not due[e.name]:
                 continue
             sweep = (
                 full or not e.incremental or (r.last_full or 0) + self.cfg.sweep_interval_s <= now
@@ -326,6 +333,7 @@ class PlatformSync:
         for e in self.platform.entities:
             await self._read_whole(e, build=False)
         self.initial_done = started
+        self._tick = started
         await self.store.write(
             [
                 (

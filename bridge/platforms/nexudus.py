@@ -63,14 +63,15 @@ from edge.secrets import SecretError, read_secret
 log = logging.getLogger("bridge.nexudus")
 
 # Read in this order. A poll is paced by the rate budget, so what decides most
-# door answers (cards, plans, unpaid invoices) is read first in each one.
+# door answers (plans, unpaid invoices, cards) is read first in each one;
+# coworkers after, as a changed coworker costs a second request (its full record).
 ENTITIES = (
     Entity("tariffs", "Tariff", access=False),
     Entity("timepasses", "TimePass", access=False),
     Entity("resources", "Resource", access=False),
-    Entity("coworkers", "Coworker"),
     Entity("coworkercontracts", "CoworkerContract"),
     Entity("coworkerinvoices", "CoworkerInvoice"),
+    Entity("coworkers", "Coworker"),
     Entity("coworkertimepasses", "CoworkerTimePass"),
     Entity("teams", "Team"),
     Entity("bookings", "Booking"),
