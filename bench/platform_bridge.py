@@ -341,7 +341,8 @@ def _post(url: str, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _events(members: list[str], guests_host: list[str], n: int) -> list[dict[str, Any]]:
     """n billable events as gateways send them: check-ins on two days, guest entries,
-    overtime and credits; each writes exactly one record at the platform."""
+    overtime and credits; each writes exactly one record at the platform (each
+    check-in is a holder's first of its site-local day: 01:00 to 09:00)."""
     rng = random.Random(9)
     today = datetime.now(TZ).replace(hour=9, minute=0, second=0, microsecond=0)
     out: list[dict[str, Any]] = []
@@ -358,25 +359,25 @@ def _events(members: list[str], guests_host: list[str], n: int) -> list[dict[str
         }
         if kind == "access.granted":
             holder, days = slots.pop()
-            at = today - timedelta(days=days, minutes=rng.randrange(600))
+            at = today - timedelta(days=days, minutes=rng.randrange(480))
             base.update(door="front", holder=holder, reason="plan", at=at.isoformat())
         elif kind == "usage.guest_entry":
             host = rng.choice(guests_host)
-            at = today - timedelta(minutes=rng.randrange(600))
+            at = today - timedelta(minutes=rng.randrange(480))
             base.update(
                 holder=f"g-{i}",
                 at=at.isoformat(),
                 details={"host": host, "date": at.date().isoformat()},
             )
         elif kind == "usage.room_overtime":
-            at = today - timedelta(minutes=rng.randrange(600))
+            at = today - timedelta(minutes=rng.randrange(480))
             base.update(
                 holder=rng.choice(members),
                 at=at.isoformat(),
                 details={"room": "ada", "booking": f"b-{i}", "minutes": 15},
             )
         else:
-            at = today - timedelta(minutes=rng.randrange(600))
+            at = today - timedelta(minutes=rng.randrange(480))
             base.update(
                 holder=rng.choice(members),
                 at=at.isoformat(),
