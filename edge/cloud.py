@@ -76,7 +76,10 @@ class CloudClient:
         self.base = base_url.rstrip("/") + f"/sites/{site}"
         self.timeout = (timeout_s, timeout_s)
         self.session = requests.Session()
-        self.session.verify = str(ca_bundle) if ca_bundle is not None else True
+        # Given with each request: a session's `verify` loses to REQUESTS_CA_BUNDLE
+        # and CURL_CA_BUNDLE in the environment (psf/requests#3829), and the
+        # configured bundle must win.
+        self.verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "edge-gateway (edge-sync/1)"
         # Set by the daemon when it stops: a snapshot download ends at its next chunk.
@@ -88,7 +91,7 @@ class CloudClient:
     def _request(self, method: str, path: str, what: str, **kw: Any) -> requests.Response:
         url = self.base + path
         try:
-            r = self.session.request(method, url, timeout=self.timeout, **kw)
+            r = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kw)
         except requests.exceptions.SSLError as exc:
             raise CloudError("retry", f"{what}: TLS verification failed: {exc}") from None
         except requests.exceptions.Timeout:

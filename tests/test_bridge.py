@@ -92,11 +92,13 @@ class Rig:
         for action in actions:
             self.sim.add_webhook(f"{base}/webhooks/nexudus/{action}", [action])
 
-    def gateway(self, b: BridgeProcess, pull_interval_s: float = 3600) -> Daemon:
+    def gateway(
+        self, b: BridgeProcess, pull_interval_s: float = 3600, extra_cloud: str = ""
+    ) -> Daemon:
         text = (
             '[site]\nid = "mitte"\n[log]\nlevel = "debug"\n'
             f'[cloud]\nurl = "{b.url}"\npull_interval_s = {pull_interval_s}\n'
-            "backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\n"
+            f"backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\n{extra_cloud}"
             f"push = {'true' if self.broker else 'false'}\n"
             f'[cloud.keys]\n{PUSH_KEY_ID} = "{self.public_key}"\n'
         )
@@ -625,3 +627,56 @@ def test_invoices_past_the_first_page_count(rig: Rig) -> None:
     assert decide(d, GRACE) == (True, "plan")
     pages = rig.sim.calls[("GET", "/api/billing/coworkerinvoices")]
     assert pages >= 4
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, as an operator's server would have one (its own CA)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bridge.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "bridge.pem", directory / "bridge.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_on_an_operators_server_the_bridge_speaks_https(rig: Rig) -> None:
+    import requests
+
+    cert, key = _self_signed(rig.tmp_path)
+    b = rig.bridge(bridge_extra=f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
+    assert b.url.startswith("https://")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(b.url.replace("https://", "http://") + "/sites/mitte/snapshot", timeout=5)
+    d = rig.gateway(b, extra_cloud=f'ca_bundle = "{cert}"\n')
+    assert decide(d, GRACE) == (True, "plan")
+    assert decide(d, LINUS) == (False, "billing_suspended")

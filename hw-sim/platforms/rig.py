@@ -94,6 +94,7 @@ def bridge_config(
     level: str = "debug",
     hot_desk_schedule: str = "staffed",
     timeout_s: float = 5,
+    bridge_extra: str = "",
 ) -> str:
     """A bridge configuration for the example site on a simulated platform."""
     if platform == "nexudus":
@@ -108,7 +109,7 @@ def bridge_config(
             'client_secret_secret = "officernd_client_secret"\n'
         )
     text = (
-        f'[bridge]\nlisten_port = {port}\n[log]\nlevel = "{level}"\n'
+        f'[bridge]\nlisten_port = {port}\n{bridge_extra}[log]\nlevel = "{level}"\n'
         f"[platforms.{platform}]\n{account}"
         f'url = "{url}"\npoll_interval_s = {poll_interval_s}\n'
         f"slow_poll_interval_s = {slow_poll_interval_s or max(poll_interval_s, 900)}\n"
@@ -155,6 +156,7 @@ class BridgeProcess:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.config = state_dir.parent / f"{state_dir.name}.toml"
         self.config.write_text(config_text)
+        self.scheme = "https" if "tls_cert" in config_text else "http"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
@@ -222,7 +224,7 @@ class BridgeProcess:
     def url(self) -> str:
         status = self.status()
         assert status is not None
-        return f"http://{status['listening']}/api/edge/v1"
+        return f"{self.scheme}://{status['listening']}/api/edge/v1"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
