@@ -289,7 +289,7 @@ def bench_idle(platform: str, scale: float = 10.0) -> None:
     """An hour at the default intervals, emulated with every interval divided by
     `scale` for 3600/scale seconds: the same reads, in less time."""
     with _world(platform, broker=False) as (sim, _, root):
-        extra = f"sweep_interval_s = {3600 / scale}\n" + (
+        extra = f"sweep_interval_s = {3600 / scale}\noverlap_s = {120 / scale}\n" + (
             f"full_read_interval_s = {600 / scale}\n" if platform == "officernd" else ""
         )
         b, _ = _bridge(
@@ -304,7 +304,10 @@ def bench_idle(platform: str, scale: float = 10.0) -> None:
         try:
             _listening(b)
             b.wait_ready(timeout=3600)
-            # The first sweep is an hour after the initial read, as in production.
+            # Steady state: from one poll after the site is ready (that poll reads
+            # again what the initial read saw in the second of its change). The
+            # first sweep is an hour after the initial read, as in production.
+            time.sleep(2 * 60 / scale)
             before = sim.api_calls()
             by_endpoint_before = Counter(sim.calls)
             time.sleep(3600 / scale + 1)

@@ -76,8 +76,8 @@ class _PlatformBase(_Section):
     # The bridge's own budget of API calls; the platform's limit answers anyway.
     requests_per_s: Annotated[float, Field(gt=0, le=1000)] = 5
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 15
-    # "Updated since" reads go back this far before the last record seen
-    # (minute-precision filters, clocks that disagree).
+    # "Updated since" reads start this far before the previous good read of the
+    # entity started (minute-precision filters, clocks that disagree).
     overlap_s: Annotated[float, Field(ge=0, le=86400)] = 120
     # A complete sweep that would delete more than this share of an entity's
     # records is held (a platform bug must not look like "everyone left") until

@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,10 +285,16 @@ class PlatformSync:
                 full or not e.incremental or (r.last_full or 0) + self.cfg.sweep_interval_s <= now
             )
             try:
-                if sweep or r.watermark is None:
+                last = max(r.last_incremental or 0.0, r.last_full or 0.0)
+                if sweep or not last:
                     await self._read_whole(e)
                 else:
-                    await self._read_since(e, r.watermark - timedelta(seconds=self.cfg.overlap_s))
+                    # From when the last good read of it started, less the overlap: a
+                    # change after that start carries a later stamp, give or take the
+                    # platform's clock. Not from the newest stamp seen: after a bulk
+                    # change, every record of it would be read again at every poll.
+                    since = datetime.fromtimestamp(last - float(self.cfg.overlap_s), UTC)
+                    await self._read_since(e, since)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
