@@ -1242,8 +1242,16 @@ class NexudusSim(PlatformSim):
                 midnights[n] = utc_text(local)
             return midnights[n]
 
+        now, stamps = self.now(), random.Random(seed + 1)  # the data stays as it was
+
         def insert(entity: str, **fields: Any) -> Record:
-            return self._insert(entity, fields, self.operator, trusted=True)
+            rec = self._insert(entity, fields, self.operator, trusted=True)
+            # An operator's records were made and last changed over the years, not
+            # in this second (a poll's "updated since" would read them all again).
+            created = now - timedelta(seconds=stamps.randrange(86400, 700 * 86400))
+            modified = created + (now - created) * stamps.random()
+            rec.update(CreatedOn=utc_text(created), UpdatedOn=utc_text(modified))
+            return rec
 
         with self._bulk():
             cat = self._catalogue()
