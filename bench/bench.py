@@ -27,12 +27,12 @@ from platform_bridge import PLATFORMS, bench_change, bench_full_sync, bench_idle
 from rooms import bench_rooms
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
-from edge.cards import card_key, raw_key
+from edge.access.cards import card_key, raw_key
+from edge.access.policy import Presentation, RuntimeState, decide
 from edge.config import parse_config
 from edge.gateway import Gateway
-from edge.index import load_index
-from edge.policy import Presentation, RuntimeState, decide
 from edge.secrets import write_secret
+from edge.site.index import load_index
 from hwsim.sitegen import EXAMPLE_PIN_KEY, TIMEZONE, reference_monday, write_large_site
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def bench_import() -> None:
                 [
                     sys.executable,
                     "-m",
-                    "edge.edgectl",
+                    "edge.ops.edgectl",
                     "--state-dir",
                     str(state),
                     "import",

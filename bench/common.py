@@ -44,7 +44,16 @@ def start_daemon(
     sock = state / "admin.sock"
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(path), "--state-dir", str(state)],
+        [
+            sys.executable,
+            "-m",
+            "edge.ops.cli",
+            "run",
+            "--config",
+            str(path),
+            "--state-dir",
+            str(state),
+        ],
         stderr=subprocess.DEVNULL,
     )
     while time.monotonic() - started < timeout_s:

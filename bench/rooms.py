@@ -43,7 +43,7 @@ from typing import Any
 
 from common import percentile, result, start_daemon, stop_daemon
 
-from edge.edgectl import Client
+from edge.ops.edgectl import Client
 from edge.secrets import write_secret
 from hwsim.broker import Mosquitto
 from hwsim.devices import (

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 from common import DecisionSampler, _rpc, percentile, result, start_daemon, stop_daemon
 
-from edge.events import make_event
 from edge.secrets import write_secret
+from edge.site.events import make_event
 from hwsim.broker import Mosquitto
 from hwsim.cloud import CloudSim
 from hwsim.sitegen import EXAMPLE_PIN_KEY

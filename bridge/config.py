@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.config import Identifier, ListOf, MqttConfig, PathOption, parse_toml, read_text
-from edge.syncdoc import DocError, References, validate_object
+from edge.site.syncdoc import DocError, References, validate_object
 
 DEFAULT_STATE_DIR = Path("/var/lib/edge-bridge")
 CARD_FORMATS = ("H10301", "H10306", "C1000", "H10304")

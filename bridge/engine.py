@@ -44,7 +44,7 @@ from bridge.site import SiteState, Staged, dumps
 from bridge.store import BridgeStore
 from bridge.world import Record, World
 from edge.secrets import SecretError, read_secret
-from edge.sqlite import Many, SqlOp
+from edge.site.sqlite import Many, SqlOp
 
 log = logging.getLogger("bridge.engine")
 

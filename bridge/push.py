@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bridge.config import PushSection
-from edge.mqtt import MqttLink
+from edge.mqtt.link import MqttLink
 from edge.secrets import SecretError, read_secret
 
 log = logging.getLogger("bridge.push")

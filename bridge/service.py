@@ -5,7 +5,7 @@
 - `bridge.maintenance`: trims the change logs and delivered events hourly;
 - `systemd.watchdog`: WATCHDOG=1 from the loop when systemd asks for it;
 - aiohttp's server (`server`), the admin socket (`admin`), and per pushing
-  site paho's network thread (`edge.mqtt`).
+  site paho's network thread (`edge.mqtt.link`).
 
 Start: store (migrations) -> records and sites loaded -> platforms -> HTTP
 listener and admin socket -> READY=1 -> tasks. Stop is the reverse.
@@ -29,7 +29,7 @@ from bridge.push import SitePusher
 from bridge.server import EdgeServer, format_cursor
 from bridge.store import BridgeStore
 from bridge.usage import Outbox
-from edge import systemd
+from edge.ops import systemd
 
 log = logging.getLogger("bridge.service")
 

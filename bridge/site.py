@@ -2,7 +2,7 @@
 
 Mapped objects come in as candidates (an object, or None for "not in the
 site"); `SiteState.stage` turns them into the changes a gateway will apply:
-- each object is checked with the gateway's own validation (`edge.syncdoc`),
+- each object is checked with the gateway's own validation (`edge.site.syncdoc`),
   so a gateway never refuses what the bridge serves; an object that fails
   keeps its last good version, and the refusal is recorded with its path;
 - references must resolve inside the site as it will be: a booking whose
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.syncdoc import KINDS, DocError, GuestDoc, MemberDoc, References, validate_object
+from edge.site.syncdoc import KINDS, DocError, GuestDoc, MemberDoc, References, validate_object
 
 log = logging.getLogger("bridge.site")
 

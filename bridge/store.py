@@ -1,7 +1,7 @@
 """The bridge's own SQLite database: platform records, read state, the sites it
 publishes with their change logs, the outbox of usage, platform tokens.
 
-One writer with group commit and `synchronous=FULL` (`edge.sqlite`): a batch
+One writer with group commit and `synchronous=FULL` (`edge.site.sqlite`): a batch
 whose future resolved survives `kill -9` and power loss. A read of the platform
 commits its records, the site changes they make, the new cursor and the read's
 watermark in one transaction, so after a crash the bridge resumes from a state
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from edge.sqlite import SqliteStore
+from edge.site.sqlite import SqliteStore
 
 MIGRATIONS: tuple[str, ...] = (
     """

@@ -38,7 +38,7 @@ from bridge.engine import PlatformSync
 from bridge.http import Refused, backoff
 from bridge.platforms.base import Write, parse_instant
 from bridge.store import BridgeStore
-from edge.sqlite import Many, SqlOp
+from edge.site.sqlite import Many, SqlOp
 
 log = logging.getLogger("bridge.usage")
 

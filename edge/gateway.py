@@ -20,16 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.wiegand import Presented
-from edge.cards import pin_hmac
-from edge.changes import batch_ops, check_batch, patch_index, refused_ops
-from edge.config import Config
-from edge.doors import Doors
-from edge.events import log_line, make_event
-from edge.hardware import Hardware, ReaderPort
-from edge.importer import ImportRefused, commit_ops, stage_snapshot
-from edge.index import dismantle, load_index
-from edge.model import SiteIndex
-from edge.policy import (
+from edge.access.cards import pin_hmac
+from edge.access.doors import Doors
+from edge.access.hardware import Hardware, ReaderPort
+from edge.access.policy import (
     DayPassUse,
     Decision,
     Presentation,
@@ -38,18 +32,24 @@ from edge.policy import (
     door_unlocked,
     entitlement,
 )
-from edge.schedule import Opening
+from edge.config import Config
 from edge.secrets import SecretError, load_pin_key
-from edge.sqlite import Many, SqlOp
-from edge.store import Store
+from edge.site.changes import batch_ops, check_batch, patch_index, refused_ops
+from edge.site.events import log_line, make_event
+from edge.site.importer import ImportRefused, commit_ops, stage_snapshot
+from edge.site.index import dismantle, load_index
+from edge.site.model import SiteIndex
+from edge.site.schedule import Opening
+from edge.site.sqlite import Many, SqlOp
+from edge.site.store import Store
 
 if TYPE_CHECKING:
-    from edge.broker import EmbeddedBroker
-    from edge.mqtt import MqttLink
-    from edge.rooms import Rooms
-    from edge.sync import Sync
-    from edge.wifi import GuestWifi
-from edge.syncdoc import DocError
+    from edge.mqtt.broker import EmbeddedBroker
+    from edge.mqtt.link import MqttLink
+    from edge.rooms.controller import Rooms
+    from edge.rooms.wifi import GuestWifi
+    from edge.sync.service import Sync
+from edge.site.syncdoc import DocError
 from edge.timeutil import iso_instant
 
 log = logging.getLogger("edge.gateway")
@@ -106,7 +106,7 @@ class Gateway:
         self._offline: tuple[str, frozenset[str]] | None = None
         self.sync: Sync | None = None
         if config.cloud is not None:
-            from edge.sync import Sync
+            from edge.sync.service import Sync
 
             self.sync = Sync(self, config.cloud)
         # The site broker: pushes, rooms, devices, panels, guest Wi-Fi. One connection.
@@ -118,13 +118,13 @@ class Gateway:
             self._build_mqtt()
 
     def _build_mqtt(self) -> None:
-        from edge.mqtt import MqttLink, Will
-        from edge.rooms import Rooms
-        from edge.topics import topic
+        from edge.mqtt.link import MqttLink, Will
+        from edge.mqtt.topics import topic
+        from edge.rooms.controller import Rooms
 
         cfg = self.config
         if cfg.mqtt.embedded:
-            from edge.broker import EmbeddedBroker
+            from edge.mqtt.broker import EmbeddedBroker
 
             self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port)
         client_id = cfg.mqtt.client_id or f"edge-{cfg.site.id}-{cfg.gateway.id}"
@@ -134,7 +134,7 @@ class Gateway:
         self.mqtt.on_connect(self._announce_online)
         self.rooms = Rooms(self, self.mqtt)
         if cfg.wifi is not None:
-            from edge.wifi import GuestWifi
+            from edge.rooms.wifi import GuestWifi
 
             self.wifi = GuestWifi(self, cfg.wifi, self.mqtt, self.rooms.set_wifi)
 

@@ -140,7 +140,7 @@ class Demo:
         self.state_dir = state_dir
 
     def ctl(self, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "edge.edgectl", "--state-dir", str(self.state_dir), *args]
+        cmd = [sys.executable, "-m", "edge.ops.edgectl", "--state-dir", str(self.state_dir), *args]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if show:
             print(f"$ edgectl {shlex.join(args)}")
@@ -232,7 +232,7 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
             [
                 sys.executable,
                 "-m",
-                "edge.cli",
+                "edge.ops.cli",
                 "run",
                 "--config",
                 str(config),

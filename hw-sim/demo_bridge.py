@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from edge.edgectl import Client, RemoteError, Unreachable
+from edge.ops.edgectl import Client, RemoteError, Unreachable
 from edge.secrets import write_secret
 from hwsim.platforms.nexudus import NexudusSim
 from hwsim.platforms.rig import GATEWAY_TOKEN, PUSH_KEY_ID, BridgeProcess, bridge_config, provision
@@ -65,7 +65,7 @@ class Gateway:
         self.state_dir = state_dir
 
     def ctl(self, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "edge.edgectl", "--state-dir", str(self.state_dir), *args]
+        cmd = [sys.executable, "-m", "edge.ops.edgectl", "--state-dir", str(self.state_dir), *args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if show:
             print(f"$ edgectl {shlex.join(args)}")
@@ -143,7 +143,7 @@ def run_platform_act(work: Path) -> list[str]:
             f'[mqtt]\nembedded = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
         )
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--config", str(config),
+            [sys.executable, "-m", "edge.ops.cli", "run", "--config", str(config),
              "--state-dir", str(gw_state)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -23,11 +23,11 @@ import pytest
 
 from edge.config import parse_config
 from edge.gateway import Gateway
-from edge.importer import commit_ops, stage_snapshot
-from edge.index import load_index
-from edge.model import SiteIndex
 from edge.secrets import write_secret
-from edge.store import Store
+from edge.site.importer import commit_ops, stage_snapshot
+from edge.site.index import load_index
+from edge.site.model import SiteIndex
+from edge.site.store import Store
 from hwsim.broker import Mosquitto
 from hwsim.sitegen import EXAMPLE_PIN_KEY, example_site, reference_monday
 
@@ -167,7 +167,7 @@ class Daemon:
             [
                 sys.executable,
                 "-m",
-                "edge.cli",
+                "edge.ops.cli",
                 "run",
                 "--config",
                 str(self.config),
@@ -201,7 +201,7 @@ class Daemon:
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            [sys.executable, "-m", "edge.edgectl", "--state-dir", str(self.state_dir), *args],
+            [sys.executable, "-m", "edge.ops.edgectl", "--state-dir", str(self.state_dir), *args],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.edgectl import Client
+from edge.ops.edgectl import Client
 from edge.secrets import write_secret
 from hwsim.broker import Mosquitto
 from hwsim.platforms.nexudus import NexudusSim

@@ -8,10 +8,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from edge.access.policy import Presentation, decide
 from edge.gateway import Gateway
-from edge.index import load_index
-from edge.model import SiteIndex
-from edge.policy import Presentation, decide
+from edge.site.index import load_index
+from edge.site.model import SiteIndex
 from tests.conftest import DAY, at, run_async, started_gateway
 
 
@@ -65,7 +65,7 @@ def _card(ix: SiteIndex, door: str, card: str, hhmm: str = "10:00") -> str:
 
 
 def _state() -> Any:
-    from edge.policy import RuntimeState
+    from edge.access.policy import RuntimeState
 
     return RuntimeState()
 

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.push import PushMessage, PushRejected, load_public_key, verify
-from edge.syncdoc import DocError, read_snapshot_file
+from edge.site.syncdoc import DocError, read_snapshot_file
+from edge.sync.push import PushMessage, PushRejected, load_public_key, verify
 from hwsim.cloud import CloudSim, PushFailed, WorldError
 from tests.conftest import Mosquitto
 

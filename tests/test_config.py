@@ -176,7 +176,7 @@ def test_bad_config_names_the_key(text: str, expected: str) -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     good = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check-config", str(REPO / "config.example.toml")],
+        [sys.executable, "-m", "edge.ops.cli", "check-config", str(REPO / "config.example.toml")],
         capture_output=True,
         text=True,
     )
@@ -185,7 +185,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     bad_file = tmp_path / "bad.toml"
     bad_file.write_text('[site]\nid = "m"\n[access]\nadmin_unlock_seconds = 0\nfoo = 1\n')
     bad = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check-config", str(bad_file)],
+        [sys.executable, "-m", "edge.ops.cli", "check-config", str(bad_file)],
         capture_output=True,
         text=True,
     )
@@ -197,7 +197,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
         f"{bad_file}: access.foo: unknown key (check the spelling against config.example.toml)",
     ]
     missing = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(tmp_path / "nope.toml")],
+        [sys.executable, "-m", "edge.ops.cli", "run", "--config", str(tmp_path / "nope.toml")],
         capture_output=True,
         text=True,
     )
@@ -207,7 +207,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
 
 def test_edgectl_default_socket_follows_the_config_default() -> None:
     from edge.config import DEFAULT_STATE_DIR
-    from edge.edgectl import _socket_path, build_parser
+    from edge.ops.edgectl import _socket_path, build_parser
 
     args = build_parser().parse_args(["status"])
     assert _socket_path(args) == DEFAULT_STATE_DIR / "admin.sock"

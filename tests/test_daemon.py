@@ -208,7 +208,7 @@ def test_events_follow_streams_new_events(daemon: Any) -> None:
         [
             sys.executable,
             "-m",
-            "edge.edgectl",
+            "edge.ops.edgectl",
             "--state-dir",
             str(daemon.state_dir),
             "events",
@@ -387,7 +387,7 @@ def test_edgectl_finds_the_socket_through_the_config(daemon: Any) -> None:
     config = daemon.state_dir.parent / "with-socket.toml"
     config.write_text(f'[site]\nid = "mitte"\n[gateway]\nstate_dir = "{daemon.state_dir}"\n')
     r = subprocess.run(
-        [sys.executable, "-m", "edge.edgectl", "--config", str(config), "status", "--json"],
+        [sys.executable, "-m", "edge.ops.edgectl", "--config", str(config), "status", "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -396,7 +396,7 @@ def test_edgectl_finds_the_socket_through_the_config(daemon: Any) -> None:
     assert json.loads(r.stdout)["ready"] is True
     config.write_text("[site]\nid = 3\n")
     r = subprocess.run(
-        [sys.executable, "-m", "edge.edgectl", "--config", str(config), "status"],
+        [sys.executable, "-m", "edge.ops.edgectl", "--config", str(config), "status"],
         capture_output=True,
         text=True,
         check=False,

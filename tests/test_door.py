@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.door import DoorMachine, DoorTiming, Output
+from edge.access.door import DoorMachine, DoorTiming, Output
 
 T = DoorTiming(unlock_s=5, extended_unlock_s=15, exit_unlock_s=4, held_open_s=30, prealarm_s=10)
 

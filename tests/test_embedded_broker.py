@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.broker import EmbeddedBroker
+from edge.mqtt.broker import EmbeddedBroker
 from tests.conftest import run_async
 
 HOST = "127.0.0.1"
@@ -290,7 +290,7 @@ def test_a_client_gets_only_the_retained_messages_of_its_own_subscriptions(
     clients: Callable[..., Client],
 ) -> None:
     # amqtt 0.12 alone sends a new client the retained messages of every
-    # client's subscriptions; edge.broker keeps them to the client's own.
+    # client's subscriptions; edge.mqtt.broker keeps them to the client's own.
     door = clients()
     door.subscribe("edge/mitte/door/#", qos=1)
     door.publish("edge/mitte/door/front/state", b"locked", qos=1, retain=True)

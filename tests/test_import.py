@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from edge.cards import parse_card_spec
+from edge.access.cards import parse_card_spec
 from edge.gateway import Gateway, GatewayError
-from edge.store import GENERATION_TABLES
+from edge.site.store import GENERATION_TABLES
 from hwsim.sitegen import CastMember, example_site
 from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
 

@@ -1,4 +1,4 @@
-"""The access decision (`edge.policy.decide`), rule by rule.
+"""The access decision (`edge.access.policy.decide`), rule by rule.
 
 Every rule of the "Meaning (normative)" section of the `edge-sync/1` contract
 has a table of cases below; each case names a door, an instant, a credential
@@ -22,9 +22,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.cards import parse_card_spec, pin_hmac
-from edge.model import SiteIndex
-from edge.policy import (
+from edge.access.cards import parse_card_spec, pin_hmac
+from edge.access.policy import (
     DENY_REASONS,
     GRANT_REASONS,
     DayPassUse,
@@ -35,7 +34,8 @@ from edge.policy import (
     RuntimeState,
     decide,
 )
-from edge.schedule import Opening
+from edge.site.model import SiteIndex
+from edge.site.schedule import Opening
 from hwsim.sitegen import EXAMPLE_PIN_KEY
 from tests.conftest import DAY, at, index_of
 

@@ -1,4 +1,4 @@
-"""Properties of the access decision (`edge.policy.decide`), checked with hypothesis.
+"""Properties of the access decision (`edge.access.policy.decide`), checked with hypothesis.
 
 The site is generated once per module from a fixed seed: a few dozen members,
 nonmembers and guests with random plans, companies, contracts, billing states,
@@ -7,7 +7,7 @@ every mode, some held open by unlock schedules. Hypothesis then picks who shows
 what, where, when, and what the gateway already knows (`RuntimeState`).
 
 Schedules are re-evaluated here from the document itself, independently of
-`edge.schedule`, so property (b) checks the policy against the contract's text.
+`edge.site.schedule`, so property (b) checks the policy against the contract's text.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from edge.cards import pin_hmac
-from edge.model import Credential, SiteIndex
-from edge.policy import (
+from edge.access.cards import pin_hmac
+from edge.access.policy import (
     DENY_REASONS,
     GRANT_REASONS,
     DayPassUse,
@@ -34,7 +33,8 @@ from edge.policy import (
     RuntimeState,
     decide,
 )
-from edge.schedule import Opening
+from edge.site.model import Credential, SiteIndex
+from edge.site.schedule import Opening
 from hwsim.sitegen import EXAMPLE_PIN_KEY
 from tests.conftest import DAY, index_of
 

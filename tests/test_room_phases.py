@@ -9,8 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.config import RoomConfig
-from edge.model import Booking
-from edge.rooms import Slot, credits_for, due_overtime, due_releases, evaluate, overtime_minutes
+from edge.rooms.controller import (
+    Slot,
+    credits_for,
+    due_overtime,
+    due_releases,
+    evaluate,
+    overtime_minutes,
+)
+from edge.site.model import Booking
 
 T0 = 1_800_000_000.0  # a booking's start
 RC = RoomConfig(preconditioning_min=15, ending_warning_min=5, grace_min=5, overtime_unit_min=15)

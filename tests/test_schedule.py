@@ -1,4 +1,4 @@
-"""Weekly schedules (`edge.schedule`), evaluated at site-local wall time.
+"""Weekly schedules (`edge.site.schedule`), evaluated at site-local wall time.
 
 The contract: `days` is a day name or range; a window is open from `from`
 (inclusive) to `to` (exclusive); a window whose `to` is earlier than its `from`
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.schedule import Opening, Schedule, Window, parse_days
+from edge.site.schedule import Opening, Schedule, Window, parse_days
 from edge.timeutil import parse_time_of_day
 
 BERLIN = ZoneInfo("Europe/Berlin")

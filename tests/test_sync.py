@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.edgectl import Client
+from edge.ops.edgectl import Client
 from edge.secrets import write_secret
 from hwsim.cloud import CloudSim
 from hwsim.sitegen import example_site

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from edge.syncdoc import SCHEMA, DocError, SnapshotHeader, read_snapshot_file, validate_object
+from edge.site.syncdoc import SCHEMA, DocError, SnapshotHeader, read_snapshot_file, validate_object
 from hwsim.sitegen import EXAMPLE_PIN_KEY, pin_hmac
 from tests.conftest import index_of
 

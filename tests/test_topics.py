@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.topics import TOPICS, subscription, topic
+from edge.mqtt.topics import TOPICS, subscription, topic
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "mqtt.md"
 

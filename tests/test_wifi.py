@@ -7,7 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from edge.config import WifiConfig
-from edge.wifi import ALPHABET, new_passphrase, next_rotation
+from edge.rooms.wifi import ALPHABET, new_passphrase, next_rotation
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -30,7 +30,7 @@ from bridge.config import CARD_FORMATS, RoomSection, SiteSection
 from bridge.http import PlatformHttp
 from bridge.store import BridgeStore
 from bridge.world import Record, World
-from edge.syncdoc import CARD_FIELD_BITS
+from edge.site.syncdoc import CARD_FIELD_BITS
 
 Key = tuple[str, str]
 

@@ -36,19 +36,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from drivers.hvac import HvacUnit, ModbusHvacConfig
 from drivers.mqtt_devices import MqttSwitch
-from edge.cards import CardSpecError, parse_card_spec, pin_hmac
+from edge.access.cards import CardSpecError, parse_card_spec, pin_hmac
+from edge.access.policy import Presentation, identify_at_panel
 from edge.config import RoomConfig
-from edge.events import new_event_id
-from edge.hass import Discovery
-from edge.model import Booking, Room
-from edge.policy import Presentation, identify_at_panel
-from edge.sqlite import Many, SqlOp
+from edge.mqtt.hass import Discovery
+from edge.mqtt.topics import PANEL_OPS, subscription, topic
+from edge.site.events import new_event_id
+from edge.site.model import Booking, Room
+from edge.site.sqlite import Many, SqlOp
 from edge.timeutil import iso_instant
-from edge.topics import PANEL_OPS, subscription, topic
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
-    from edge.mqtt import MqttLink
+    from edge.mqtt.link import MqttLink
 
 log = logging.getLogger("edge.rooms")
 

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from drivers.aio import cancel_and_wait
+from edge.access.door import DoorMachine, DoorTiming, Output
+from edge.access.hardware import STRIKE_ERRORS, Hardware, ReaderPort, strike_writer
 from edge.config import Config, DoorHardware
-from edge.door import DoorMachine, DoorTiming, Output
-from edge.hardware import STRIKE_ERRORS, Hardware, ReaderPort, strike_writer
 
 log = logging.getLogger("edge.doors")
 

@@ -13,7 +13,8 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from edge.model import (
+from edge.release import release_gradually
+from edge.site.model import (
     Billing,
     Booking,
     Company,
@@ -25,10 +26,9 @@ from edge.model import (
     Room,
     SiteIndex,
 )
-from edge.release import release_gradually
-from edge.schedule import Schedule, Window, parse_days
-from edge.sqlite import connect_sync
-from edge.syncdoc import (
+from edge.site.schedule import Schedule, Window, parse_days
+from edge.site.sqlite import connect_sync
+from edge.site.syncdoc import (
     Access,
     AccessGroupDoc,
     BookingDoc,
@@ -92,7 +92,7 @@ def _schedule(doc: ScheduleDoc) -> Schedule:
     return Schedule(doc.id, windows, doc.closed_on_holidays)
 
 
-# --- documents to index objects (shared with edge.changes) ---------------------------
+# --- documents to index objects (shared with edge.site.changes) ---------------------------
 
 
 def build_door(d: DoorDoc, schedules: dict[str, Schedule]) -> Door:

@@ -4,7 +4,7 @@
 starts and stops them, and turns what they report into calls on
 `HardwareEvents` (a presentation at a reader, a reader going offline or
 coming back, a tamper report) and on input watchers (`watch_input`). It
-knows nothing about policy or door states; `edge.doors` does.
+knows nothing about policy or door states; `edge.access.doors` does.
 
 Nothing here raises for a missing device: a serial port that is not there, a
 GPIO chip that cannot be opened, a key file that is not provisioned, each is

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from edge import systemd
-from edge.admin import AdminServer
 from edge.config import Config
 from edge.gateway import Gateway
+from edge.ops import systemd
+from edge.ops.admin import AdminServer
 
 log = logging.getLogger("edge.daemon")
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok (site {config.site.id}, gateway {config.gateway.id})")
         return 0
 
-    from edge.daemon import run
+    from edge.ops.daemon import run
 
     _setup_logging(config)
     state_dir = config.state_dir(args.state_dir)

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from edge.release import release_gradually
-from edge.schedule import parse_days
+from edge.site.schedule import parse_days
 from edge.timeutil import parse_date, parse_date_or_instant, parse_instant, parse_time_of_day
 
 SCHEMA = "edge-sync/1"

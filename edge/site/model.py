@@ -1,6 +1,6 @@
 """The in-memory site: what the decision policy reads.
 
-Built once from the store by `edge.index` in a worker thread and swapped in
+Built once from the store by `edge.site.index` in a worker thread and swapped in
 whole. Instants are POSIX seconds; groups are already resolved to door sets,
 so a decision never follows a reference it cannot find.
 """
@@ -12,7 +12,7 @@ from datetime import date
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from edge.schedule import Schedule
+from edge.site.schedule import Schedule
 
 DoorMode = Literal["card", "pin", "card_or_pin", "card_and_pin"]
 BillingStatus = Literal["ok", "past_due", "suspended"]

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from edge.config import WifiConfig
+from edge.mqtt.topics import topic
 from edge.timeutil import iso_instant
-from edge.topics import topic
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
-    from edge.mqtt import MqttLink
+    from edge.mqtt.link import MqttLink
 
 log = logging.getLogger("edge.wifi")
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.cards import CardSpecError, parse_card_spec
+from edge.access.cards import CardSpecError, parse_card_spec
+from edge.access.policy import Decision
 from edge.gateway import Actor, Gateway, GatewayError
-from edge.policy import Decision
 from edge.timeutil import iso_instant, parse_instant
 
 log = logging.getLogger("edge.admin")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from edge.syncdoc import CARD_FIELD_BITS
+from edge.site.syncdoc import CARD_FIELD_BITS
 
 FORMATS = (*CARD_FIELD_BITS, "raw")
 

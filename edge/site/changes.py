@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from edge.index import build_booking, build_company, build_door, build_grant
-from edge.model import (
+from edge.site.index import build_booking, build_company, build_door, build_grant
+from edge.site.model import (
     Billing,
     Credential,
     DayPass,
@@ -31,9 +31,9 @@ from edge.model import (
     Holder,
     SiteIndex,
 )
-from edge.sqlite import Many, SqlOp
-from edge.store import Rows
-from edge.syncdoc import (
+from edge.site.sqlite import Many, SqlOp
+from edge.site.store import Rows
+from edge.site.syncdoc import (
     KINDS,
     Access,
     BookingDoc,

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from edge.topics import topic
+from edge.mqtt.topics import topic
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
-    from edge.mqtt import MqttLink
+    from edge.mqtt.link import MqttLink
 
 
 def _slug(text: str) -> str:

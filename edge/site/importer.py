@@ -1,7 +1,7 @@
 """Snapshot import: validate while streaming, stage a new generation, flip atomically.
 
 The heavy part (parsing, validating and writing 100,000 members) runs in a
-child process (`python -m edge.importer`), niced, with its own database
+child process (`python -m edge.site.importer`), niced, with its own database
 connection: in a thread it would compete with the event loop for the
 interpreter, and decisions would wait behind it. The child writes the new
 generation beside the current one in small transactions; nothing becomes
@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.sqlite import SqlOp, connect_sync
-from edge.store import Rows, Store
-from edge.syncdoc import DocError, _Doc, read_snapshot_file
+from edge.site.sqlite import SqlOp, connect_sync
+from edge.site.store import Rows, Store
+from edge.site.syncdoc import DocError, _Doc, read_snapshot_file
 
 log = logging.getLogger("edge.import")
 
@@ -59,7 +59,7 @@ async def stage_snapshot(store: Store, path: Path, site_id: str) -> StagedImport
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "edge.importer",
+        "edge.site.importer",
         "--db",
         str(store.path),
         "--gen",
@@ -168,7 +168,7 @@ def stage_into(conn: sqlite3.Connection, path: Path, gen: int, site_id: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge.importer", description="Stage a snapshot as a new generation."
+        prog="python -m edge.site.importer", description="Stage a snapshot as a new generation."
     )
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--gen", type=int, required=True)

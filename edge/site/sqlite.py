@@ -6,7 +6,7 @@ commits whatever is queued in one transaction (group commit), with
 fsynced WAL and survive `kill -9` and power loss. The schema is brought up to
 date by numbered migration scripts before anything else touches it.
 
-The gateway's store (`edge.store`) and the platform bridge's (`bridge.store`)
+The gateway's store (`edge.site.store`) and the platform bridge's (`bridge.store`)
 are both this, each with its own migrations.
 """
 

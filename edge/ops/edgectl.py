@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.events import log_line
+from edge.site.events import log_line
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 

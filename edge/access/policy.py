@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from edge.model import Booking, Credential, Door, Grant, Holder, SiteIndex
-from edge.schedule import Opening
+from edge.site.model import Booking, Credential, Door, Grant, Holder, SiteIndex
+from edge.site.schedule import Opening
 from edge.timeutil import iso_instant
 
 CARD_THEN_PIN_SECONDS = 10.0

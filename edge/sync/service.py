@@ -4,7 +4,7 @@
   like `edgectl import`), then changes by cursor every `pull_interval_s`
   (an APScheduler job). `410` takes a fresh snapshot. Each page of changes is
   committed with its cursor in one transaction.
-- **Push.** Envelopes on `edge/{site}/push` are verified (`edge.push`); a
+- **Push.** Envelopes on `edge/{site}/push` are verified (`edge.sync.push`); a
   replayed nonce is refused across restarts. `changes` apply at once and are
   followed by a pull, which brings them into cursor order.
 - **Upload.** The outbox goes up oldest first, at most `upload_batch` events
@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from edge.cloud import CloudClient, CloudError
 from edge.config import CloudConfig
-from edge.mqtt import MqttLink
-from edge.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_key, verify
+from edge.mqtt.link import MqttLink
 from edge.secrets import SecretError, read_secret, secret_path
-from edge.sqlite import Many
+from edge.site.sqlite import Many
+from edge.sync.cloud import CloudClient, CloudError
+from edge.sync.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_key, verify
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:

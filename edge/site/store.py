@@ -6,7 +6,7 @@ moves `meta.gen` makes it current. A crash in the middle leaves a partial
 generation that the next start deletes; the old one is never touched until
 the new one is current.
 
-All writes go through one queue and one connection (`edge.sqlite`), committed
+All writes go through one queue and one connection (`edge.site.sqlite`), committed
 in groups with `synchronous=FULL`.
 """
 
@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from edge.sqlite import Many, SqliteStore, SqlOp
-from edge.syncdoc import (
+from edge.site.sqlite import Many, SqliteStore, SqlOp
+from edge.site.syncdoc import (
     Access,
     CredentialDoc,
     GuestDoc,

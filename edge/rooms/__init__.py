@@ -1,0 +1,3 @@
+"""Rooms: booking phases, the rooms controller, room devices and panels, guest
+Wi-Fi.
+"""

@@ -1,0 +1,3 @@
+"""Cloud sync: the `edge-sync/1` client, pull, push verification and event
+upload.
+"""
