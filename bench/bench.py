@@ -28,11 +28,12 @@ from rooms import bench_rooms
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
 from edge.access.cards import card_key, raw_key
-from edge.access.policy import Presentation, RuntimeState, decide
+from edge.access.policy import Presentation, decide
 from edge.config import parse_config
 from edge.gateway import Gateway
 from edge.secrets import write_secret
 from edge.site.index import load_index
+from edge.site.runtime import RuntimeState
 from hwsim.sitegen import EXAMPLE_PIN_KEY, TIMEZONE, reference_monday, write_large_site
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def state_dir(members: int) -> Path:
             gw = Gateway(parse_config(CONFIG), path)
             await gw.start()
             try:
-                await gw.import_snapshot(snapshot(members))
+                await gw.updates.import_snapshot(snapshot(members))
             finally:
                 await gw.stop()
 

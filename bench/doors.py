@@ -35,8 +35,9 @@ from common import _rpc, percentile, result, start_daemon, stop_daemon
 
 from drivers.osdp import FrameSplitter, OsdpBus, OsdpBusConfig, OsdpReaderConfig
 from drivers.wiegand import Frame
-from edge.access.policy import NO_EFFECTS, Presentation, RuntimeState, decide
+from edge.access.policy import NO_EFFECTS, Presentation, decide
 from edge.site.index import load_index
+from edge.site.runtime import RuntimeState
 from hwsim.osdp_reader import SimOsdpBus, SimReader
 from hwsim.serial_link import SerialLink
 from hwsim.site import SimDoor, SimSite, SiteThread, card_frame

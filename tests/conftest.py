@@ -144,7 +144,7 @@ async def started_gateway(state_dir: Path, doc: dict[str, Any] | None = None) ->
     if doc is not None:
         path = state_dir / "import.json"
         path.write_text(json.dumps(doc))
-        await gw.import_snapshot(path)
+        await gw.updates.import_snapshot(path)
     return gw
 
 

@@ -49,10 +49,10 @@ def _apply(
     async def go() -> tuple[dict[str, Any], SiteIndex, SiteIndex, int]:
         gw: Gateway = await started_gateway(tmp_path, doc)
         try:
-            result = await gw.apply_changes(changes, cursor, "test")
-            fresh = load_index(gw.db_path, gw.index.generation)
-            refused = await gw.store.fetchall("SELECT path FROM refused_changes")
-            return result, gw.index, fresh, len(refused)
+            result = await gw.updates.apply_changes(changes, cursor, "test")
+            fresh = load_index(gw.site.db_path, gw.site.index.generation)
+            refused = await gw.site.store.fetchall("SELECT path FROM refused_changes")
+            return result, gw.site.index, fresh, len(refused)
         finally:
             await gw.stop()
 
@@ -65,7 +65,7 @@ def _card(ix: SiteIndex, door: str, card: str, hhmm: str = "10:00") -> str:
 
 
 def _state() -> Any:
-    from edge.access.policy import RuntimeState
+    from edge.site.runtime import RuntimeState
 
     return RuntimeState()
 
@@ -229,17 +229,19 @@ def test_the_cursor_moves_with_the_changes(tmp_path: Path, example_doc: dict[str
     async def go() -> None:
         gw = await started_gateway(tmp_path, example_doc)
         try:
-            await gw.apply_changes([], "c-77", "test")
-            assert gw.index.cursor == "c-77"
-            assert (await gw.store.meta())["cursor"] == "c-77"
-            await gw.apply_changes([{"op": "delete", "kind": "member", "id": "m-1"}], None, "t")
-            assert (await gw.store.meta())["cursor"] == "c-77"
+            await gw.updates.apply_changes([], "c-77", "test")
+            assert gw.site.index.cursor == "c-77"
+            assert (await gw.site.store.meta())["cursor"] == "c-77"
+            await gw.updates.apply_changes(
+                [{"op": "delete", "kind": "member", "id": "m-1"}], None, "t"
+            )
+            assert (await gw.site.store.meta())["cursor"] == "c-77"
         finally:
             await gw.stop()
         gw = Gateway(gw.config, tmp_path)
         await gw.start()
         try:
-            assert gw.index.cursor == "c-77"
+            assert gw.site.index.cursor == "c-77"
         finally:
             await gw.stop()
 

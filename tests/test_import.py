@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from edge.access.cards import parse_card_spec
-from edge.gateway import Gateway, GatewayError
+from edge.gateway import Gateway
+from edge.ops import views
+from edge.site.state import GatewayError
 from edge.site.store import GENERATION_TABLES
 from hwsim.sitegen import CastMember, example_site
 from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
@@ -44,13 +46,15 @@ def decisions(gw: Gateway, when: str = NOON) -> Table:
     for c in cast():
         for door in DOORS:
             if c.card is not None:
-                d = gw.dry_run(gw.presentation(door, cards=(parse_card_spec(c.card),), at=t))
+                d = gw.access.dry_run(
+                    gw.access.presentation(door, cards=(parse_card_spec(c.card),), at=t)
+                )
                 table[(c.id, "card", door)] = (d.granted, d.reason, d.holder)
             if c.pin is not None:
-                d = gw.dry_run(gw.presentation(door, pin=c.pin, at=t))
+                d = gw.access.dry_run(gw.access.presentation(door, pin=c.pin, at=t))
                 table[(c.id, "pin", door)] = (d.granted, d.reason, d.holder)
     for door in DOORS:
-        d = gw.dry_run(gw.presentation(door, cards=(STRANGER,), at=t))
+        d = gw.access.dry_run(gw.access.presentation(door, cards=(STRANGER,), at=t))
         table[("stranger", "card", door)] = (d.granted, d.reason, d.holder)
     return table
 
@@ -58,7 +62,7 @@ def decisions(gw: Gateway, when: str = NOON) -> Table:
 async def rows_by_generation(gw: Gateway) -> dict[str, dict[int, int]]:
     out: dict[str, dict[int, int]] = {}
     for table in GENERATION_TABLES:
-        rows = await gw.store.fetchall(
+        rows = await gw.site.store.fetchall(
             f"SELECT gen, COUNT(*) FROM {table} GROUP BY gen"  # noqa: S608 - fixed names
         )
         out[table] = {gen: n for gen, n in rows}
@@ -67,10 +71,10 @@ async def rows_by_generation(gw: Gateway) -> dict[str, dict[int, int]]:
 
 async def stray_rows(gw: Gateway) -> dict[str, int]:
     """Rows of any generation but the current one, per table (only non-zero)."""
-    gen = await gw.store.generation()
+    gen = await gw.site.store.generation()
     out = {}
     for table in GENERATION_TABLES:
-        row = await gw.store.fetchone(
+        row = await gw.site.store.fetchone(
             f"SELECT COUNT(*) FROM {table} WHERE gen != ?",  # noqa: S608 - fixed names
             (gen,),
         )
@@ -121,8 +125,8 @@ def test_valid_import_serves_decisions(tmp_path: Path, example_doc: Doc) -> None
     async def scenario() -> tuple[dict[str, Any], Table, int, dict[str, int]]:
         gw = await started_gateway(tmp_path / "state")
         try:
-            result = await gw.import_snapshot(write(tmp_path, example_doc))
-            return result, decisions(gw), await gw.store.generation(), await stray_rows(gw)
+            result = await gw.updates.import_snapshot(write(tmp_path, example_doc))
+            return result, decisions(gw), await gw.site.store.generation(), await stray_rows(gw)
         finally:
             await gw.stop()
 
@@ -149,11 +153,11 @@ def test_running_gateway_reports_the_snapshot_it_serves(tmp_path: Path, example_
         seen = []
         try:
             for doc in (example_doc, changed):
-                await gw.import_snapshot(write(tmp_path, doc))
-                status = gw.status()
+                await gw.updates.import_snapshot(write(tmp_path, doc))
+                status = views.status(gw)
                 seen.append(
                     (
-                        gw.index.cursor,
+                        gw.site.index.cursor,
                         status["cursor"],
                         status["snapshot_generated_at"],
                         status["generation"],
@@ -302,22 +306,22 @@ def test_refused_import_keeps_the_old_state(
         gw = await started_gateway(tmp_path / "state", example_doc)
         try:
             table = decisions(gw)
-            gen = await gw.store.generation()
+            gen = await gw.site.store.generation()
             rows = await rows_by_generation(gw)
-            cursor = gw.index.cursor
+            cursor = gw.site.index.cursor
             assert await stray_rows(gw) == {}
 
             with pytest.raises(GatewayError) as info:
-                await gw.import_snapshot(incoming)
+                await gw.updates.import_snapshot(incoming)
             assert info.value.code == "refused"
             message = str(info.value)
             assert message.startswith(f"{path}: "), message
             assert len(message) > len(path) + 4
 
             assert decisions(gw) == table
-            assert await gw.store.generation() == gen
-            assert gw.index.generation == gen
-            assert gw.index.cursor == cursor
+            assert await gw.site.store.generation() == gen
+            assert gw.site.index.generation == gen
+            assert gw.site.index.cursor == cursor
             assert await stray_rows(gw) == {}
             assert await rows_by_generation(gw) == rows
         finally:
@@ -337,11 +341,11 @@ def test_refused_large_import_then_a_good_one(tmp_path: Path, example_doc: Doc) 
         try:
             before = decisions(gw)
             with pytest.raises(GatewayError):
-                await gw.import_snapshot(write(tmp_path, bad, "bad.json"))
-            result = await gw.import_snapshot(write(tmp_path, good, "good.json"))
+                await gw.updates.import_snapshot(write(tmp_path, bad, "bad.json"))
+            result = await gw.updates.import_snapshot(write(tmp_path, good, "good.json"))
             after = decisions(gw)
-            last = gw.dry_run(
-                gw.presentation(
+            last = gw.access.dry_run(
+                gw.access.presentation(
                     "front", cards=(parse_card_spec("H10306:2000:2999"),), at=at(DAY, NOON)
                 )
             )
@@ -364,16 +368,16 @@ def test_snapshot_of_another_site_is_refused(tmp_path: Path, example_doc: Doc) -
     async def scenario() -> None:
         gw = await started_gateway(tmp_path / "state", example_doc)
         try:
-            table, gen = decisions(gw), await gw.store.generation()
+            table, gen = decisions(gw), await gw.site.store.generation()
             with pytest.raises(GatewayError) as info:
-                await gw.import_snapshot(write(tmp_path, other))
+                await gw.updates.import_snapshot(write(tmp_path, other))
             assert info.value.code == "refused"
             assert str(info.value).startswith("site.id: ")
             assert "kreuzberg" in str(info.value)
             assert decisions(gw) == table
-            assert await gw.store.generation() == gen
+            assert await gw.site.store.generation() == gen
             assert await stray_rows(gw) == {}
-            assert gw.index.site_id == "mitte"
+            assert gw.site.index.site_id == "mitte"
         finally:
             await gw.stop()
 
@@ -387,9 +391,9 @@ def test_first_import_refused_leaves_an_empty_gateway(tmp_path: Path, example_do
         gw = await started_gateway(tmp_path / "state")
         try:
             with pytest.raises(GatewayError) as info:
-                await gw.import_snapshot(write(tmp_path, example_doc))
+                await gw.updates.import_snapshot(write(tmp_path, example_doc))
             assert str(info.value).startswith("members[0].plan: ")
-            assert await gw.store.generation() == 0
+            assert await gw.site.store.generation() == 0
             assert await rows_by_generation(gw) == {t: {} for t in GENERATION_TABLES}
             assert {v[1] for v in decisions(gw).values()} == {"no_site"}
         finally:
@@ -413,8 +417,8 @@ def test_reimport_with_a_suspended_member_changes_only_that_member(
         gw = await started_gateway(tmp_path / "state", example_doc)
         try:
             before = decisions(gw)
-            result = await gw.import_snapshot(write(tmp_path, changed))
-            return before, decisions(gw), result, await gw.store.generation()
+            result = await gw.updates.import_snapshot(write(tmp_path, changed))
+            return before, decisions(gw), result, await gw.site.store.generation()
         finally:
             await gw.stop()
 
@@ -438,15 +442,15 @@ def test_restart_decides_the_same_without_reimport(tmp_path: Path, example_doc: 
     async def scenario() -> None:
         gw = await started_gateway(state, example_doc)
         try:
-            table, gen = decisions(gw), await gw.store.generation()
+            table, gen = decisions(gw), await gw.site.store.generation()
         finally:
             await gw.stop()
         (state / "import.json").unlink()  # nothing to re-import from
         again = Gateway(gateway_config(), state)
         await again.start()
         try:
-            assert again.index.generation == gen == 1
-            assert again.index.cursor == "c-000001"
+            assert again.site.index.generation == gen == 1
+            assert again.site.index.cursor == "c-000001"
             assert decisions(again) == table
         finally:
             await again.stop()
@@ -463,14 +467,14 @@ def test_restart_after_reimport_keeps_the_new_state(tmp_path: Path, example_doc:
     async def scenario() -> None:
         gw = await started_gateway(state, example_doc)
         try:
-            await gw.import_snapshot(write(tmp_path, changed))
+            await gw.updates.import_snapshot(write(tmp_path, changed))
             table = decisions(gw)
         finally:
             await gw.stop()
         again = Gateway(gateway_config(), state)
         await again.start()
         try:
-            assert again.index.cursor == "c-000002"
+            assert again.site.index.cursor == "c-000002"
             assert decisions(again) == table
             assert table[("m-1002", "card", "front")] == (False, "billing_suspended", "m-1002")
             assert await stray_rows(again) == {}
@@ -532,17 +536,17 @@ def test_partial_generation_left_by_a_crash_is_removed_at_start(
         again = Gateway(gateway_config(), state)
         await again.start()
         try:
-            assert await again.store.generation() == 1
+            assert await again.site.store.generation() == 1
             assert await stray_rows(again) == {}
             assert decisions(again) == table
             assert table[("stranger", "card", "front")][1] == "unknown_credential"
             # The next import reuses the number of the removed generation cleanly.
             changed = copy.deepcopy(example_doc)
             changed["cursor"] = "c-000002"
-            result = await again.import_snapshot(write(tmp_path, changed))
+            result = await again.updates.import_snapshot(write(tmp_path, changed))
             assert result["generation"] == 2
-            assert "m-ghost" not in again.index.holders
-            assert STRANGER not in again.index.cards
+            assert "m-ghost" not in again.site.index.holders
+            assert STRANGER not in again.site.index.cards
         finally:
             await again.stop()
 

@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 from edge.site.model import Booking, Credential, Door, Grant, Holder, SiteIndex
+from edge.site.runtime import DayPassUse, PendingCard, RuntimeState
 from edge.site.schedule import Opening
 from edge.timeutil import iso_instant
 
@@ -85,23 +86,6 @@ class Presentation:
 
 
 @dataclass(frozen=True, slots=True)
-class DayPassUse:
-    holder: str
-    day: date
-    source: str  # "pass", "balance" or "company"
-    pass_id: str | None = None
-    company: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PendingCard:
-    """A card accepted at a card-and-PIN door, waiting for its holder's PIN."""
-
-    credential: Credential
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
 class Effects:
     day_pass: DayPassUse | None = None
     guest_entry: date | None = None
@@ -137,36 +121,6 @@ class Decision:
     credential: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     effects: Effects = NO_EFFECTS
-
-
-@dataclass
-class RuntimeState:
-    """What the gateway learned on site: consumed passes, check-ins, lockdowns.
-
-    Mirrored in the store by the gateway; read, never written, by `decide`.
-    """
-
-    lockdown_site: bool = False
-    lockdown_doors: set[str] = field(default_factory=set)
-    day_pass_uses: dict[tuple[str, date], DayPassUse] = field(default_factory=dict)
-    pass_first_use: dict[str, date] = field(default_factory=dict)
-    balance_used: dict[str, int] = field(default_factory=dict)  # not yet in the synced balance
-    company_used: dict[str, int] = field(default_factory=dict)
-    guest_days: set[tuple[str, date]] = field(default_factory=set)
-    checked_in: set[str] = field(default_factory=set)
-    # Bookings as the site changed them (extended, ended early, released), and
-    # bookings made at a room's panel, by holder: kept by the room controller.
-    booking_overrides: dict[str, Booking] = field(default_factory=dict)
-    adhoc_by_holder: dict[str, tuple[Booking, ...]] = field(default_factory=dict)
-    first_in: dict[str, Opening] = field(default_factory=dict)
-    pending_cards: dict[str, PendingCard] = field(default_factory=dict)
-    # offline_policy: doors that deny holders now, and why (cache_stale, clock_untrusted).
-    offline_doors: frozenset[str] = frozenset()
-    offline_reason: str | None = None
-    offline_exempt: frozenset[str] = frozenset()
-
-    def in_lockdown(self, door: str) -> bool:
-        return self.lockdown_site or door in self.lockdown_doors
 
 
 # --- the decision -------------------------------------------------------------

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 from edge.mqtt.topics import topic
 
 if TYPE_CHECKING:
-    from edge.gateway import Gateway
     from edge.mqtt.link import MqttLink
+    from edge.site.state import SiteState
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).lower()
 
 
-def discovery_messages(gw: Gateway) -> list[tuple[str, dict[str, object]]]:
-    cfg = gw.config
+def discovery_messages(site_state: SiteState) -> list[tuple[str, dict[str, object]]]:
+    cfg = site_state.config
     site, gateway = cfg.site.id, cfg.gateway.id
     prefix = cfg.homeassistant.prefix
     node = f"edge_{_slug(site)}_{_slug(gateway)}"
@@ -41,7 +41,7 @@ def discovery_messages(gw: Gateway) -> list[tuple[str, dict[str, object]]]:
         "payload_not_available": "offline",
     }
     out: list[tuple[str, dict[str, object]]] = []
-    for rid, room in sorted(gw.index.rooms.items()):
+    for rid, room in sorted(site_state.index.rooms.items()):
         state = topic("room_state", site=site, room=rid)
         oid = f"{node}_room_{_slug(rid)}"
         out.append(
@@ -82,14 +82,14 @@ def discovery_messages(gw: Gateway) -> list[tuple[str, dict[str, object]]]:
 
 
 class Discovery:
-    def __init__(self, gateway: Gateway, link: MqttLink) -> None:
-        self.gw = gateway
+    def __init__(self, site: SiteState, link: MqttLink) -> None:
+        self.site = site
         self.link = link
         self._sent: set[str] = set()
 
     def publish(self) -> None:
         """(Re)announce everything; what no longer exists is removed (empty retained)."""
-        messages = discovery_messages(self.gw)
+        messages = discovery_messages(self.site)
         topics = {t for t, _ in messages}
         for t in self._sent - topics:
             self.link.publish(t, b"", retain=True)

@@ -28,7 +28,9 @@ from typing import Any
 
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
-from edge.gateway import Actor, Gateway, GatewayError
+from edge.gateway import Gateway
+from edge.ops import views
+from edge.site.state import Actor, GatewayError
 from edge.timeutil import iso_instant, parse_instant
 
 log = logging.getLogger("edge.admin")
@@ -91,9 +93,13 @@ def decision_dict(gw: Gateway, d: Decision) -> dict[str, Any]:
         "door": d.door,
         "holder": d.holder,
         "credential": d.credential,
-        "at": iso_instant(d.at, gw.index.tz),
+        "at": iso_instant(d.at, gw.site.index.tz),
         "details": {
-            k: (iso_instant(v, gw.index.tz) if k.endswith("_until") and isinstance(v, float) else v)
+            k: (
+                iso_instant(v, gw.site.index.tz)
+                if k.endswith("_until") and isinstance(v, float)
+                else v
+            )
             for k, v in d.details.items()
         },
     }
@@ -126,7 +132,7 @@ async def _list_methods(server: AdminServer, call: Call) -> Any:
 
 @method("status", False, "readiness, site, counts, doors")
 async def _status(server: AdminServer, call: Call) -> Any:
-    return server.gateway.status()
+    return views.status(server.gateway)
 
 
 @method("decide", False, "dry run: what would happen if this credential were presented")
@@ -134,7 +140,7 @@ async def _decide(server: AdminServer, call: Call) -> Any:
     gw = server.gateway
     door, cards, pin, at = _presentation_params(call, gw)
     # A card with a PIN models card-then-PIN: the PIN is checked against the card's holder.
-    return decision_dict(gw, gw.dry_run(gw.presentation(door, cards, pin, at)))
+    return decision_dict(gw, gw.access.dry_run(gw.access.presentation(door, cards, pin, at)))
 
 
 @method("present", True, "a real presentation at a door (as a reader would), recorded")
@@ -143,19 +149,21 @@ async def _present(server: AdminServer, call: Call) -> Any:
     door, cards, pin, at = _presentation_params(call, gw)
     if at is not None:
         raise BadRequest("params.at: a real presentation happens now; use decide for a dry run")
-    return decision_dict(gw, await gw.present(gw.presentation(door, cards, pin)))
+    return decision_dict(gw, await gw.access.present(gw.access.presentation(door, cards, pin)))
 
 
 @method("import", True, "import an edge-sync/1 snapshot (sent as the payload)")
 async def _import(server: AdminServer, call: Call) -> Any:
     if call.payload is None:
         raise BadRequest("the snapshot must follow the request as payload_bytes")
-    return await server.gateway.import_snapshot(call.payload)
+    return await server.gateway.updates.import_snapshot(call.payload)
 
 
 @method("member.show", False, "a member's or guest's entitlements and why")
 async def _member_show(server: AdminServer, call: Call) -> Any:
-    return await server.gateway.member_show(_param(call, "id", str), _instant_param(call, "at"))
+    return await views.member_show(
+        server.gateway, _param(call, "id", str), _instant_param(call, "at")
+    )
 
 
 def _limit(call: Call) -> int:
@@ -170,13 +178,15 @@ def _limit(call: Call) -> int:
 @method("events", False, "recent events, oldest first")
 async def _events(server: AdminServer, call: Call) -> Any:
     limit = _limit(call)
-    return await server.gateway.recent_events(limit, _param(call, "type", str, required=False))
+    return await server.gateway.recorder.recent_events(
+        limit, _param(call, "type", str, required=False)
+    )
 
 
 @method("events.follow", False, "stream events as they happen (the connection stays open)")
 async def _follow(server: AdminServer, call: Call) -> Any:
     gw = server.gateway
-    q = gw.follow()
+    q = gw.recorder.follow()
     try:
         await _send(call.writer, {"id": call.request_id, "result": {"following": True}})
         while True:
@@ -185,7 +195,7 @@ async def _follow(server: AdminServer, call: Call) -> Any:
                 return None
             await _send(call.writer, {"id": call.request_id, "event": event})
     finally:
-        gw.unfollow(q)
+        gw.recorder.unfollow(q)
 
 
 @method("lockdown", True, "lockdown on or off, for some doors or the whole site")
@@ -194,7 +204,7 @@ async def _lockdown(server: AdminServer, call: Call) -> Any:
     doors = call.params.get("doors") or []
     if not isinstance(doors, list) or not all(isinstance(d, str) for d in doors):
         raise BadRequest("params.doors: expected a list of door ids")
-    return await server.gateway.set_lockdown(on, doors, call.actor)
+    return await server.gateway.access.set_lockdown(on, doors, call.actor)
 
 
 @method("door.unlock", True, "unlock a door for some seconds (audited)")
@@ -203,13 +213,13 @@ async def _unlock(server: AdminServer, call: Call) -> Any:
     seconds = _param(call, "seconds", int, required=False)
     if seconds is None:
         seconds = gw.config.access.admin_unlock_seconds
-    return await gw.unlock_door(_param(call, "door", str), seconds, call.actor)
+    return await gw.access.unlock_door(_param(call, "door", str), seconds, call.actor)
 
 
 @method("audit", False, "the admin audit log, newest last")
 async def _audit(server: AdminServer, call: Call) -> Any:
     limit = _limit(call)
-    rows = await server.gateway.store.fetchall(
+    rows = await server.gateway.site.store.fetchall(
         "SELECT seq, at, uid, pid, method, params, outcome FROM audit ORDER BY seq DESC LIMIT ?",
         (limit,),
     )
@@ -267,7 +277,7 @@ async def _outbox(server: AdminServer, call: Call) -> Any:
     state = _param(call, "state", str, required=False)
     if state not in (None, "pending", "rejected"):
         raise BadRequest("params.state: 'pending' or 'rejected'")
-    store = server.gateway.store
+    store = server.gateway.site.store
     counts: dict[str, int] = {
         s: n
         for s, n in await store.fetchall(
@@ -413,12 +423,12 @@ class AdminServer:
                 result = await handler(self, call)
             except GatewayError as exc:
                 if audited:
-                    await self.gateway.audit(
+                    await self.gateway.recorder.audit(
                         actor, name, _audit_params(name, params), f"refused: {exc}"
                     )
                 raise
             if audited:
-                await self.gateway.audit(actor, name, _audit_params(name, params), "ok")
+                await self.gateway.recorder.audit(actor, name, _audit_params(name, params), "ok")
             if name != "events.follow":
                 await _send(writer, {"id": request_id, "result": result})
             return bool(name != "events.follow")

@@ -30,7 +30,7 @@ async def _watchdog(interval: float) -> None:
 
 async def _maintenance(gateway: Gateway, interval: float = 3600) -> None:
     while True:
-        await gateway.prune()
+        await gateway.recorder.prune()
         if gateway.sync is not None:
             await gateway.sync.prune(time.time())
         await asyncio.sleep(interval)
@@ -50,7 +50,7 @@ async def run(config: Config, state_dir: Path) -> int:
     await gateway.start()
     try:
         await admin.start()
-        systemd.notify(f"READY=1\nSTATUS=serving site {gateway.index.site_id or '(none)'}")
+        systemd.notify(f"READY=1\nSTATUS=serving site {gateway.site.index.site_id or '(none)'}")
         async with asyncio.TaskGroup() as tasks:
             interval = systemd.watchdog_interval()
             watchdog = (

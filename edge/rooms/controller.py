@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from drivers.hvac import HvacUnit, ModbusHvacConfig
 from drivers.mqtt_devices import MqttSwitch
@@ -47,8 +47,10 @@ from edge.site.sqlite import Many, SqlOp
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
-    from edge.gateway import Gateway
+    from edge.access.hardware import Hardware
     from edge.mqtt.link import MqttLink
+    from edge.site.recorder import Recorder
+    from edge.site.state import SiteState
 
 log = logging.getLogger("edge.rooms")
 
@@ -223,6 +225,19 @@ def credits_for(minutes: int, per_hour: int) -> int:
 # --- the controller ------------------------------------------------------------------
 
 
+class DoorSide(Protocol):
+    """What the rooms need from access (the access service is one): the site's
+    PIN key for panel PINs, the hardware's Modbus buses for HVAC units, and
+    check-ins made at a panel recorded like those made at the door."""
+
+    pin_key: bytes | None
+    hardware: Hardware | None
+
+    def check_in(
+        self, booking_id: str, room: str, holder: str, door: str | None, at: float, via: str
+    ) -> asyncio.Future[int]: ...
+
+
 class PanelError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -241,10 +256,15 @@ class RoomRuntime:
 
 
 class Rooms:
-    def __init__(self, gateway: Gateway, link: MqttLink) -> None:
-        self.gw = gateway
+    def __init__(
+        self, site: SiteState, recorder: Recorder, access: DoorSide, link: MqttLink
+    ) -> None:
+        self.site = site
+        self.recorder = recorder
+        self.access = access
+        self.config = site.config
         self.link = link
-        self.site = gateway.config.site.id
+        self.site_id = site.config.site.id
         self.rooms: dict[str, RoomRuntime] = {}
         self.facts: dict[str, Facts] = {}
         self.adhoc: dict[str, Booking] = {}
@@ -259,17 +279,17 @@ class Rooms:
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.discovery: Discovery | None = None
-        if gateway.config.homeassistant.discovery:
-            self.discovery = Discovery(gateway, link)
+        if self.config.homeassistant.discovery:
+            self.discovery = Discovery(site, link)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def build(self) -> None:
         """Create the devices and subscribe their topics; before the link starts."""
-        cfg = self.gw.config
+        cfg = self.config
         for name, dc in cfg.devices.items():
             if isinstance(dc, ModbusHvacConfig):
-                hw = self.gw.hardware
+                hw = self.access.hardware
                 bus = hw.modbus.get(dc.bus) if hw is not None else None
                 if bus is None:
                     log.error("%s: bus %r is not a Modbus bus; HVAC unit not driven", name, dc.bus)
@@ -280,11 +300,11 @@ class Rooms:
                 self.switches[name] = sw
                 for t in sw.subscriptions():
                     self.link.subscribe(t, sw.message)
-        self.link.subscribe(subscription("room_request", site=self.site), self._on_request)
+        self.link.subscribe(subscription("room_request", site=self.site_id), self._on_request)
         self.link.on_connect(self._connected)
 
     async def start(self) -> None:
-        store = self.gw.store
+        store = self.site.store
         for row in await store.fetchall(
             "SELECT booking, room, released_at, ended_at, extended_to, presence_at, "
             "overtime_billed FROM booking_facts"
@@ -294,7 +314,7 @@ class Rooms:
             "SELECT id, room, member, start, end FROM room_bookings"
         ):
             self.adhoc[bid] = _adhoc_booking(bid, room, member, start, end, None)
-            self.gw.state.checked_in.add(bid)
+            self.site.state.checked_in.add(bid)
         for holder, credits in await store.fetchall(
             "SELECT holder, SUM(credits) FROM credit_uses WHERE reflected = 0 GROUP BY holder"
         ):
@@ -318,8 +338,8 @@ class Rooms:
 
     def index_changed(self) -> None:
         """The bookings or rooms changed (import, changes, a check-in): regroup, re-evaluate."""
-        ix = self.gw.index
-        cfg = self.gw.config
+        ix = self.site.index
+        cfg = self.config
         by_room: dict[str, list[Booking]] = {}
         for b in ix.bookings.values():
             by_room.setdefault(b.room, []).append(b)
@@ -357,7 +377,7 @@ class Rooms:
 
     def _overrides(self) -> None:
         """The bookings as changed on site, for the access policy."""
-        st, ix = self.gw.state, self.gw.index
+        st, ix = self.site.state, self.site.index
         overrides: dict[str, Booking] = {}
         for f in self.facts.values():
             b = ix.bookings.get(f.booking) or self.adhoc.get(f.booking)
@@ -378,7 +398,7 @@ class Rooms:
         st.adhoc_by_holder = {h: tuple(v) for h, v in by_holder.items()}
 
     def slots(self, room_id: str) -> list[Slot]:
-        st = self.gw.state
+        st = self.site.state
         out = []
         for b in self._by_room.get(room_id, ()):
             f = self.facts.get(b.id)
@@ -432,7 +452,7 @@ class Rooms:
                 wake = current.wake_at
         if events or ops:
             self._overrides()
-            self.gw.record(events, ops)
+            self.recorder.record(events, ops)
         return wake
 
     def _release(
@@ -442,7 +462,7 @@ class Rooms:
         f.released_at = now
         b = s.booking
         log.info("rooms: %s: booking %s released: nobody checked in", rt.room.id, b.id)
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         events.append(
             self._event(
                 rt,
@@ -468,7 +488,7 @@ class Rooms:
         f = self._facts(s.id, rt.room.id)
         f.overtime_billed = True
         b = s.booking
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         log.info("rooms: %s: booking %s ran %d min over", rt.room.id, b.id, minutes)
         events.append(
             self._event(
@@ -489,7 +509,7 @@ class Rooms:
         self, rt: RoomRuntime, type_: str, at: float, holder: str, booking: str, **details: Any
     ) -> dict[str, Any]:
         """An event about a booking of this room, at its door, not yet recorded."""
-        return self.gw.event(
+        return self.recorder.event(
             type_,
             at,
             door=rt.room.door,
@@ -549,7 +569,7 @@ class Rooms:
         f.presence_at = at
         if current.phase == "ended":
             log.info("rooms: %s: presence after the end (%s): overtime", rid, what)
-        self.gw.record([], [_facts_op(f)])
+        self.recorder.record([], [_facts_op(f)])
         self.refresh()
 
     def _switch_state(self, sw: MqttSwitch, on: bool, manual: bool) -> None:
@@ -579,7 +599,9 @@ class Rooms:
         if self._devices_published.get(sw.name) == body:
             return  # Tasmota confirms twice (RESULT and POWER): publish once
         self._devices_published[sw.name] = body
-        self.link.publish(topic("device_state", site=self.site, device=sw.name), body, retain=True)
+        self.link.publish(
+            topic("device_state", site=self.site_id, device=sw.name), body, retain=True
+        )
         rt = self.rooms.get(sw.room)
         if rt is not None:
             self._publish_room(rt)
@@ -590,7 +612,7 @@ class Rooms:
             return
         self._devices_published[unit.name] = body
         self.link.publish(
-            topic("device_state", site=self.site, device=unit.name), body, retain=True
+            topic("device_state", site=self.site_id, device=unit.name), body, retain=True
         )
         rt = self.rooms.get(unit.cfg.room)
         if rt is not None:
@@ -611,7 +633,7 @@ class Rooms:
     # --- the panel ----------------------------------------------------------------------
 
     def room_state(self, rt: RoomRuntime) -> dict[str, Any]:
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         now = rt.now
         state: dict[str, Any] = {"room": rt.room.id, "name": rt.room.name}
         if now is None:
@@ -655,7 +677,9 @@ class Rooms:
         if text == rt.published:
             return
         rt.published = text
-        self.link.publish(topic("room_state", site=self.site, room=rt.room.id), body, retain=True)
+        self.link.publish(
+            topic("room_state", site=self.site_id, room=rt.room.id), body, retain=True
+        )
 
     def set_wifi(self, wifi: dict[str, str] | None) -> None:
         self.wifi = wifi
@@ -722,11 +746,11 @@ class Rooms:
         if error is not None:
             body["error"] = error.code
             body["message"] = str(error)
-        self.link.publish(topic("room_response", site=self.site, room=rid, op=op), _dumps(body))
+        self.link.publish(topic("room_response", site=self.site_id, room=rid, op=op), _dumps(body))
 
     def _who(self, body: dict[str, Any], at: float) -> str:
         """The holder behind the card or PIN, decided by the gateway's own index."""
-        ix, gw = self.gw.index, self.gw
+        ix = self.site.index
         cards: tuple[str, ...] = ()
         digest = None
         card, pin = body.get("card"), body.get("pin")
@@ -742,10 +766,12 @@ class Rooms:
         if pin is not None:
             if not isinstance(pin, str) or not pin.isdigit() or not pin.isascii() or len(pin) > 12:
                 raise PanelError("bad_request", "pin: must be a string of up to 12 digits")
-            if gw.pin_key is None:
+            if self.access.pin_key is None:
                 raise PanelError("not_authorised", "PIN entry is not set up on this gateway")
-            digest = pin_hmac(gw.pin_key, pin)
-        holder, denial = identify_at_panel(ix, gw.state, Presentation("(panel)", at, cards, digest))
+            digest = pin_hmac(self.access.pin_key, pin)
+        holder, denial = identify_at_panel(
+            ix, self.site.state, Presentation("(panel)", at, cards, digest)
+        )
         if holder is None or denial is not None:
             raise PanelError("not_authorised", f"not recognised or not allowed ({denial})")
         return holder.id
@@ -754,7 +780,7 @@ class Rooms:
         self, rt: RoomRuntime, op: str, body: dict[str, Any]
     ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
         now = time.time()
-        if not self.gw.index.loaded:
+        if not self.site.index.loaded:
             raise PanelError("not_ready", "no site loaded yet")
         self._presence(rt.room.id, now, f"panel {op}")
         if op == "activity":
@@ -782,7 +808,7 @@ class Rooms:
             raise PanelError("no_booking", "no booking of this room is waiting for a check-in")
         if holder not in s.booking.holders:
             raise PanelError("not_authorised", "you are not on this booking")
-        self.gw.check_in(s.id, rt.room.id, holder, rt.room.door, now, via="panel")
+        self.access.check_in(s.id, rt.room.id, holder, rt.room.door, now, via="panel")
         return {"booking": s.id}
 
     def _end(self, rt: RoomRuntime, current: RoomNow, holder: str, now: float) -> dict[str, Any]:
@@ -793,7 +819,7 @@ class Rooms:
             raise PanelError("not_authorised", "you are not on this booking")
         f = self._facts(s.id, rt.room.id)
         f.ended_at = now
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         ev = self._event(
             rt,
             "booking.ended_early",
@@ -803,7 +829,7 @@ class Rooms:
             end=iso_instant(now, tz),
             planned_end=iso_instant(s.booking.end, tz),
         )
-        self.gw.record([ev], [_facts_op(f)])
+        self.recorder.record([ev], [_facts_op(f)])
         self._overrides()
         self.refresh()
         return {"booking": s.id, "end": iso_instant(now, tz)}
@@ -816,8 +842,8 @@ class Rooms:
             if b.start < end and start < b.end:
                 raise PanelError(
                     "room_busy",
-                    f"booked from {iso_instant(b.start, self.gw.index.tz)} "
-                    f"to {iso_instant(b.end, self.gw.index.tz)}",
+                    f"booked from {iso_instant(b.start, self.site.index.tz)} "
+                    f"to {iso_instant(b.end, self.site.index.tz)}",
                 )
 
     def _pay(
@@ -827,7 +853,7 @@ class Rooms:
         credits = credits_for(minutes, rt.room.credits_per_hour)
         if credits == 0:
             return [], [], {"credits": 0}
-        ix = self.gw.index
+        ix = self.site.index
         h = ix.holders[holder]
         if h.kind == "guest":
             raise PanelError("not_authorised", "guests cannot book rooms")
@@ -873,10 +899,10 @@ class Rooms:
         self._free(rt, start, end)
         bid = f"adhoc-{new_event_id()}"
         events, ops, paid = self._pay(rt, holder, minutes, bid, "book", now)
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         booking = _adhoc_booking(bid, rt.room.id, holder, start, end, rt.room.door)
         self.adhoc[bid] = booking
-        self.gw.state.checked_in.add(bid)
+        self.site.state.checked_in.add(bid)
         created = self._event(
             rt,
             "booking.created",
@@ -900,7 +926,7 @@ class Rooms:
                 (bid, holder, now),
             ),
         ]
-        done = self.gw.record([created, *events], ops)
+        done = self.recorder.record([created, *events], ops)
         log.info("rooms: %s: booked at the panel for %d min (%s)", rt.room.id, minutes, bid)
         self.index_changed()
         data = {
@@ -927,11 +953,11 @@ class Rooms:
         f.extended_to = new_end
         if f.presence_at is not None and f.presence_at < new_end:
             f.presence_at = None  # the time after the old end is paid for now
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         if events:
             events[0]["details"]["end"] = iso_instant(new_end, tz)
         ops.append(_facts_op(f))
-        done = self.gw.record(events, ops)
+        done = self.recorder.record(events, ops)
         self._overrides()
         self.refresh()
         return _after(done, {"booking": s.id, "end": iso_instant(new_end, tz), **paid})
@@ -945,7 +971,7 @@ class Rooms:
         the event was accepted, and a document fetched after that has arrived."""
         if holders is not None and not holders and not companies:
             return
-        rows = await self.gw.store.fetchall(
+        rows = await self.site.store.fetchall(
             "SELECT u.event_id, u.holder, u.credits FROM credit_uses u "
             "LEFT JOIN outbox o ON o.id = u.event_id WHERE u.reflected = 0 "
             "AND (o.id IS NULL OR (o.state = 'delivered' AND o.delivered < ?))",
@@ -964,7 +990,7 @@ class Rooms:
             else:
                 self.credits_spent.pop(key, None)
         if done:
-            await self.gw.store.write(
+            await self.site.store.write(
                 [("UPDATE credit_uses SET reflected = 1 WHERE event_id = ?", Many(done))]
             )
 

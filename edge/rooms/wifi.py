@@ -24,8 +24,8 @@ from edge.mqtt.topics import topic
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
-    from edge.gateway import Gateway
     from edge.mqtt.link import MqttLink
+    from edge.site.state import SiteState
 
 log = logging.getLogger("edge.wifi")
 
@@ -52,12 +52,12 @@ def next_rotation(cfg: WifiConfig, since: float, tz: Any) -> float:
 class GuestWifi:
     def __init__(
         self,
-        gateway: Gateway,
+        site: SiteState,
         cfg: WifiConfig,
         link: MqttLink,
         on_change: Callable[[dict[str, str] | None], None],
     ) -> None:
-        self.gw = gateway
+        self.site = site
         self.cfg = cfg
         self.link = link
         self.on_change = on_change
@@ -67,7 +67,7 @@ class GuestWifi:
         self._rotated = asyncio.Event()
 
     async def start(self) -> None:
-        meta = await self.gw.store.meta()
+        meta = await self.site.store.meta()
         if meta.get("wifi_passphrase") and meta.get("wifi_since"):
             self.passphrase = meta["wifi_passphrase"]
             self.since = float(meta["wifi_since"])
@@ -85,7 +85,7 @@ class GuestWifi:
         first import, the site's after it)."""
         if self.since is None:
             return None
-        return next_rotation(self.cfg, self.since, self.gw.index.tz)
+        return next_rotation(self.cfg, self.since, self.site.index.tz)
 
     def site_changed(self) -> None:
         """A new site document (perhaps a new time zone): reschedule."""
@@ -99,7 +99,7 @@ class GuestWifi:
     async def rotate(self, why: str) -> dict[str, Any]:
         now = time.time()
         passphrase = new_passphrase(self.cfg.groups)
-        await self.gw.store.write(
+        await self.site.store.write(
             [
                 ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
                 for k, v in (("wifi_passphrase", passphrase), ("wifi_since", repr(now)))
@@ -122,7 +122,7 @@ class GuestWifi:
         until = self.until
         if self.passphrase is None or self.since is None or until is None:
             return
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         body = {
             "ssid": self.cfg.ssid,
             "passphrase": self.passphrase,
@@ -130,7 +130,7 @@ class GuestWifi:
             "until": iso_instant(until, tz),
         }
         self.link.publish(
-            topic("wifi_guest", site=self.gw.config.site.id),
+            topic("wifi_guest", site=self.site.config.site.id),
             json.dumps(body, separators=(",", ":")).encode(),
             retain=True,
         )
@@ -151,7 +151,7 @@ class GuestWifi:
                 await self.rotate("schedule")
 
     def view(self) -> dict[str, Any]:
-        tz = self.gw.index.tz
+        tz = self.site.index.tz
         until = self.until
         return {
             "ssid": self.cfg.ssid,

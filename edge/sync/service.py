@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -41,7 +41,11 @@ from edge.sync.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_ke
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
-    from edge.gateway import Gateway
+    from pathlib import Path
+
+    from edge.site.recorder import Recorder
+    from edge.site.state import Actor, SiteState
+    from edge.site.updates import SiteUpdates
 
 log = logging.getLogger("edge.sync")
 
@@ -85,11 +89,31 @@ class Nonces:
             del self.seen_at[n]
 
 
+class DoorCommands(Protocol):
+    """The commands a signed push may carry (the access service is one)."""
+
+    async def unlock_door(self, door: str, seconds: int, actor: Actor) -> dict[str, Any]: ...
+
+    async def set_lockdown(self, on: bool, doors: list[str], actor: Actor) -> dict[str, Any]: ...
+
+
 class Sync:
-    def __init__(self, gateway: Gateway, cfg: CloudConfig) -> None:
-        self.gw = gateway
+    def __init__(
+        self,
+        cfg: CloudConfig,
+        site: SiteState,
+        recorder: Recorder,
+        updates: SiteUpdates,
+        doors: DoorCommands,
+        state_dir: Path,
+    ) -> None:
         self.cfg = cfg
-        self.site = gateway.config.site.id
+        self.state = site
+        self.recorder = recorder
+        self.updates = updates
+        self.doors = doors
+        self.state_dir = state_dir
+        self.site = site.config.site.id
         self.keys = {k: load_public_key(v) for k, v in cfg.keys.items()}
         self.pull = Health()
         self.upload = Health()
@@ -125,9 +149,9 @@ class Sync:
             link.subscribe(self.topic, self._on_push)
 
     async def start(self) -> None:
-        state_dir = self.gw.state_dir
+        state_dir = self.state_dir
         (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
-        for nonce, at in await self.gw.store.fetchall("SELECT nonce, at FROM push_nonces"):
+        for nonce, at in await self.state.store.fetchall("SELECT nonce, at FROM push_nonces"):
             self.nonces.seen_at[nonce] = at
         self._open_client()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -161,11 +185,11 @@ class Sync:
         """(Re)read the token; without one, sync waits for the operator."""
         name = self.cfg.token_secret
         try:
-            raw = read_secret(self.gw.state_dir, name)
+            raw = read_secret(self.state_dir, name)
         except SecretError as exc:
             raw, problem = None, str(exc)
         else:
-            problem = f"no cloud token: put it in {secret_path(self.gw.state_dir, name)}"
+            problem = f"no cloud token: put it in {secret_path(self.state_dir, name)}"
         token = raw.decode(errors="replace").strip() if raw else ""
         if not token:
             self.client = None
@@ -241,15 +265,15 @@ class Sync:
                 if self.pull.failures:
                     log.info("sync: pull works again")
                 self.pull.ok()
-                await self.gw.mark_synced(time.time())
+                await self.state.mark_synced(time.time())
 
     async def _pull_changes(self, snapshot: bool, fetched_at: float) -> None:
         assert self.client is not None
-        if snapshot or not self.gw.index.loaded or not self.gw.index.cursor:
+        if snapshot or not self.state.index.loaded or not self.state.index.cursor:
             await self._snapshot(fetched_at)
         gone = 0
         while True:
-            cursor = self.gw.index.cursor
+            cursor = self.state.index.cursor
             assert cursor is not None
             try:
                 reply = await asyncio.to_thread(self.client.changes, cursor, self.cfg.changes_limit)
@@ -263,7 +287,7 @@ class Sync:
             self._clock(reply.server_time)
             body = reply.body
             if body["changes"] or body["cursor"] != cursor:
-                await self.gw.apply_changes(
+                await self.updates.apply_changes(
                     body["changes"], body["cursor"], "pull", fetched_at=fetched_at
                 )
             if not body.get("more"):
@@ -271,7 +295,7 @@ class Sync:
 
     async def _snapshot(self, fetched_at: float) -> None:
         assert self.client is not None
-        dest = self.gw.state_dir / SNAPSHOT_FILE
+        dest = self.state_dir / SNAPSHOT_FILE
         started = time.monotonic()
         try:
             reply = await asyncio.to_thread(self.client.snapshot, dest)
@@ -281,14 +305,14 @@ class Sync:
                 dest.stat().st_size / 1e6,
                 time.monotonic() - started,
             )
-            await self.gw.import_snapshot(dest, source="cloud", fetched_at=fetched_at)
+            await self.updates.import_snapshot(dest, source="cloud", fetched_at=fetched_at)
         finally:
             dest.unlink(missing_ok=True)
 
     def _clock(self, server_time: float | None) -> None:
         if server_time is not None:
             self.clock_offset = server_time - time.time()
-            self.gw.note_cloud_time(server_time)
+            self.state.note_cloud_time(server_time)
 
     def _pull_failed(self, exc: CloudError) -> None:
         self.pull.failed(str(exc))
@@ -323,7 +347,7 @@ class Sync:
             return
         self.auth_failed = message
         log.error("sync: %s; sync is stopped until `edgectl sync now`", message)
-        self.gw.alarm("cloud_auth", message)
+        self.recorder.alarm("cloud_auth", message)
 
     # --- push ----------------------------------------------------------------------------
 
@@ -340,7 +364,7 @@ class Sync:
                 self.request_pull()
             return
         self.nonces.seen_at[msg.nonce] = now
-        noted = self.gw.store.submit(
+        noted = self.state.store.submit(
             [("INSERT OR IGNORE INTO push_nonces (nonce, at) VALUES (?, ?)", (msg.nonce, now))]
         )
         self.pushes_accepted += 1
@@ -364,7 +388,7 @@ class Sync:
             start, n = now, 0
         if n < ALARMS_PER_MINUTE:
             extra = {"suppressed_before": held} if held else {}
-            self.gw.alarm("push_rejected", detail, reason=reason, **extra)
+            self.recorder.alarm("push_rejected", detail, reason=reason, **extra)
             self._alarms[reason] = (start, n + 1, 0)
         else:
             self._alarms[reason] = (start, n, held + 1)
@@ -372,15 +396,15 @@ class Sync:
     async def _push_changes(self, msg: PushMessage) -> None:
         changes = msg.body.get("changes")
         try:
-            await self.gw.apply_changes(changes, None, "push", prefix="push.changes")
+            await self.updates.apply_changes(changes, None, "push", prefix="push.changes")
         except Exception as exc:
             log.exception("sync: push changes failed")
-            self.gw.alarm("push_failed", f"applying pushed changes failed: {exc}")
+            self.recorder.alarm("push_failed", f"applying pushed changes failed: {exc}")
         # The pull brings the pushed changes into cursor order with any in between.
         self.request_pull()
 
     async def _command(self, msg: PushMessage, noted: asyncio.Future[int]) -> None:
-        from edge.gateway import Actor, GatewayError
+        from edge.site.state import Actor, GatewayError
 
         # The nonce is durable before the command runs: a replay after a crash is refused.
         await noted
@@ -395,20 +419,20 @@ class Sync:
                 door, seconds = params.get("door"), params.get("seconds")
                 if not isinstance(door, str) or not isinstance(seconds, int):
                     raise GatewayError("bad_request", "unlock needs `door` and integer `seconds`")
-                result = await self.gw.unlock_door(door, seconds, actor)
+                result = await self.doors.unlock_door(door, seconds, actor)
             elif name == "lockdown":
                 doors, on = params.get("doors", []), params.get("on")
                 if not isinstance(on, bool) or not isinstance(doors, list):
                     raise GatewayError("bad_request", "lockdown needs boolean `on` and `doors`")
-                result = await self.gw.set_lockdown(on, [str(d) for d in doors], actor)
+                result = await self.doors.set_lockdown(on, [str(d) for d in doors], actor)
             else:
                 raise GatewayError("bad_request", f"unknown command {name!r}")
         except GatewayError as exc:
             log.error("sync: pushed command %r refused: %s", name, exc)
-            self.gw.alarm("push_command", f"command {name!r} refused: {exc}")
-            await self.gw.audit(actor, f"push.{name}", params, f"refused: {exc}")
+            self.recorder.alarm("push_command", f"command {name!r} refused: {exc}")
+            await self.recorder.audit(actor, f"push.{name}", params, f"refused: {exc}")
             return
-        await self.gw.audit(actor, f"push.{name}", params, "ok")
+        await self.recorder.audit(actor, f"push.{name}", params, "ok")
         log.warning("sync: pushed command %s executed: %s", name, result)
 
     # --- upload --------------------------------------------------------------------------
@@ -417,7 +441,7 @@ class Sync:
         self._upload_wake.set()
 
     async def _upload_loop(self) -> None:
-        store = self.gw.store
+        store = self.state.store
         while True:
             wait = 30.0
             if self.upload.retry_at is not None:
@@ -484,7 +508,7 @@ class Sync:
             for error, event_id in rejected:
                 log.error("sync: the cloud rejected event %s: %s", event_id, error)
         if ops:
-            await self.gw.store.write(ops)
+            await self.state.store.write(ops)
         unanswered = len(sent) - len(accepted) - len(rejected)
         if unanswered:
             message = f"events: the cloud answered for {len(sent) - unanswered} of {len(sent)}"
@@ -504,7 +528,7 @@ class Sync:
             return
         event_id = rows[0][0]
         log.error("sync: the cloud refuses event %s: %s", event_id, error)
-        await self.gw.store.write(
+        await self.state.store.write(
             [
                 (
                     "UPDATE outbox SET state = 'rejected', error = ? WHERE id = ?",
@@ -518,12 +542,13 @@ class Sync:
 
     async def prune(self, now: float) -> None:
         self.nonces.prune(now)
-        await self.gw.store.write([("DELETE FROM push_nonces WHERE at < ?", (now - NONCE_KEEP_S,))])
+        await self.state.store.write(
+            [("DELETE FROM push_nonces WHERE at < ?", (now - NONCE_KEEP_S,))]
+        )
 
     async def status(self) -> dict[str, Any]:
-        gw = self.gw
-        tz = gw.index.tz
-        store = gw.store
+        tz = self.state.index.tz
+        store = self.state.store
         backlog = {
             t: n
             for t, n in await store.fetchall(
@@ -535,14 +560,14 @@ class Sync:
         refused = await store.fetchall(
             "SELECT at, source, path, error FROM refused_changes ORDER BY seq DESC LIMIT 10"
         )
-        synced = gw.synced_at()
+        synced = self.state.synced_at
 
         def when(t: float | None) -> str | None:
             return None if t is None else iso_instant(t, tz)
 
         return {
             "url": self.cfg.url,
-            "cursor": gw.index.cursor,
+            "cursor": self.state.index.cursor,
             "last_success": when(synced),
             "age_s": None if synced is None else round(time.time() - synced, 1),
             "stopped": self.auth_failed,
