@@ -150,7 +150,7 @@ class CloudConfig(_Section):
     @field_validator("keys")
     @classmethod
     def _keys(cls, v: dict[str, str]) -> dict[str, str]:
-        from edge.sync.push import load_public_key
+        from edge.keys import load_public_key
 
         for key_id, text in v.items():
             try:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from edge.mqtt.broker import EmbeddedBroker
     from edge.mqtt.link import MqttLink
     from edge.rooms.controller import Rooms
+    from edge.rooms.panels import Panels
     from edge.rooms.wifi import GuestWifi
     from edge.sync.service import Sync
 
@@ -60,6 +61,7 @@ class Gateway:
         self.broker: EmbeddedBroker | None = None
         self.mqtt: MqttLink | None = None
         self.rooms: Rooms | None = None
+        self.panels: Panels | None = None
         self.wifi: GuestWifi | None = None
         if config.uses_mqtt:
             self._build_mqtt()
@@ -68,6 +70,7 @@ class Gateway:
         from edge.mqtt.link import MqttLink, Will
         from edge.mqtt.topics import topic
         from edge.rooms.controller import Rooms
+        from edge.rooms.panels import Panels
 
         cfg = self.config
         if cfg.mqtt.embedded:
@@ -81,8 +84,10 @@ class Gateway:
         self.mqtt.on_connect(self._announce_online)
         rooms = Rooms(self.site, self.recorder, self.access, self.mqtt)
         self.rooms = rooms
+        panels = Panels(rooms)
+        self.panels = panels
         self.access.rooms = rooms
-        self.updates.on_fetched(rooms.reconcile_credits)
+        self.updates.on_fetched(panels.reconcile_credits)
         self.site.subscribe(self._rooms_follow)
         if cfg.wifi is not None:
             from edge.rooms.wifi import GuestWifi
@@ -119,8 +124,12 @@ class Gateway:
                 await self.broker.start()
             if self.rooms is not None:
                 self.rooms.build()
+            if self.panels is not None:
+                self.panels.build()
             if self.sync is not None:
                 self.sync.attach(self.mqtt)
+            if self.panels is not None:
+                await self.panels.start()  # spent credits loaded before any request
             await self.mqtt.start()
             if self.rooms is not None:
                 await self.rooms.start()
@@ -133,6 +142,8 @@ class Gateway:
         self.ready = False
         if self.wifi is not None:
             await self.wifi.stop()
+        if self.panels is not None:
+            await self.panels.stop()
         if self.rooms is not None:
             await self.rooms.stop()
         if self.sync is not None:

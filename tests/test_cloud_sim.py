@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.keys import load_public_key
 from edge.site.syncdoc import DocError, read_snapshot_file
-from edge.sync.push import PushMessage, PushRejected, load_public_key, verify
+from edge.sync.push import PushMessage, PushRejected, verify
 from hwsim.cloud import CloudSim, PushFailed, WorldError
 from tests.conftest import Mosquitto
 

@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge.sync.push import PushRejected, load_public_key, verify
+from edge.keys import load_public_key
+from edge.sync.push import PushRejected, verify
 
 NOW = 1_795_000_000.0  # 2026-11-17T...Z
 CLOUD = Ed25519PrivateKey.generate()

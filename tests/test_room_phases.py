@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.config import RoomConfig
-from edge.rooms.controller import (
+from edge.rooms.phases import (
     Slot,
     credits_for,
     due_overtime,

@@ -1,25 +1,14 @@
-"""Meeting rooms that follow their bookings: phases, devices, panels, overtime.
+"""The room controller: meeting rooms that follow their bookings.
 
-A room's phase is a pure function of its bookings, what happened on site
-(check-ins, releases, extensions, early ends, presence after the end) and the
-clock (`evaluate`):
-
-    free -> upcoming (HVAC to comfort `preconditioning_min` before the start)
-         -> awaiting_checkin (from the booking's early check-in window)
-         -> in_use (checked in: devices on) -> ending (`ending_warning_min` left)
-         -> ended (devices on for `grace_min`) or overtime (presence after the end)
-         -> free (devices off, HVAC to standby)
-    awaiting_checkin -> released (no check-in within `no_show_release_min`,
-                        unless the booking is invoiced) -> free
-
-`Rooms` applies the phases: it releases no-shows (`booking.released`), bills
-overtime in units once presence stops (`usage.room_overtime`), drives the
-devices (on at check-in, off at the end, a device switched on in a room not in
-use switched off again), publishes each room's state for its panel (retained)
-and answers the panel's requests. It wakes at the next instant anything
-changes, never on a polling tick. Everything it learns is written to the
-store in the same transaction as its events, so a restart picks up where it
-left, and a usage event is never sent twice nor lost.
+`Rooms` applies the phases of `phases.py`: it releases no-shows
+(`booking.released`), bills overtime in units once presence stops
+(`usage.room_overtime`), drives the devices (on at check-in, off at the end, a
+device switched on in a room not in use switched off again) and publishes
+each room's state for its panel (retained); the panels' requests are
+`panels.py`'s. It wakes at the next instant anything changes, never on a
+polling tick. Everything it learns is written to the store in the same
+transaction as its events, so a restart picks up where it left, and a usage
+event is never sent twice nor lost.
 """
 
 from __future__ import annotations
@@ -30,20 +19,27 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.hvac import HvacUnit, ModbusHvacConfig
 from drivers.mqtt_devices import MqttSwitch
-from edge.access.cards import CardSpecError, parse_card_spec, pin_hmac
-from edge.access.policy import Presentation, identify_at_panel
 from edge.config import RoomConfig
 from edge.mqtt.hass import Discovery
-from edge.mqtt.topics import PANEL_OPS, subscription, topic
-from edge.site.events import new_event_id
+from edge.mqtt.topics import topic
+from edge.rooms.phases import (
+    COMFORT_PHASES,
+    ON_PHASES,
+    STATUS,
+    Facts,
+    RoomNow,
+    Slot,
+    due_overtime,
+    due_releases,
+    evaluate,
+)
 from edge.site.model import Booking, Room
-from edge.site.sqlite import Many, SqlOp
+from edge.site.sqlite import SqlOp
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
@@ -54,175 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.rooms")
 
-Phase = Literal["free", "upcoming", "awaiting_checkin", "in_use", "ending", "ended", "overtime"]
-ON_PHASES: frozenset[str] = frozenset({"in_use", "ending", "ended", "overtime"})
-COMFORT_PHASES: frozenset[str] = ON_PHASES | {"upcoming", "awaiting_checkin"}
-STATUS = {
-    "free": "free",
-    "upcoming": "free",
-    "awaiting_checkin": "awaiting_checkin",
-    "in_use": "busy",
-    "ending": "busy",
-    "ended": "busy",
-    "overtime": "busy",
-}
-NEXT_WINDOW_S = 3600  # the panel shows the bookings of the next hour
-RELEASE_LOOKBACK_S = 24 * 3600  # a no-show older than this is the cloud's business
-MAX_REQUEST_BYTES = 4096
 LONGEST_SLEEP_S = 3600.0  # re-evaluated at least this often, in case the clock jumped
-
-
-# --- the pure part ------------------------------------------------------------------
-
-
-@dataclass
-class Facts:
-    """What happened on site to one booking (the `booking_facts` table)."""
-
-    booking: str
-    room: str
-    released_at: float | None = None
-    ended_at: float | None = None  # ended early at the panel
-    extended_to: float | None = None
-    presence_at: float | None = None  # the last sign of presence after the end
-    overtime_billed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """A booking as its room sees it: its effective times and what happened to it."""
-
-    booking: Booking  # with the site's changes applied (end, status)
-    checked_in: bool
-    adhoc: bool
-    ended_early: bool
-    presence_at: float | None
-    overtime_billed: bool
-
-    @property
-    def id(self) -> str:
-        return self.booking.id
-
-    @property
-    def active(self) -> bool:
-        return self.booking.status not in ("cancelled", "released")
-
-
-@dataclass(frozen=True, slots=True)
-class RoomNow:
-    phase: Phase
-    slot: Slot | None  # the booking the phase is about
-    until: float | None  # when this phase ends, as far as is known now
-    upcoming: tuple[Slot, ...]  # active bookings starting within the next hour
-    wake_at: float | None  # the next instant the phase or the panel may change
-
-
-def _hold_until(s: Slot, rc: RoomConfig, cap: float | None) -> float:
-    """How long a checked-in booking keeps its room after its end: the grace
-    period, extended by presence, never into the next booking."""
-    end = s.booking.end
-    if s.ended_early:
-        return end
-    last = max(end, s.presence_at or end)
-    hold = last + 60 * rc.grace_min
-    return hold if cap is None else min(hold, cap)
-
-
-def overtime_minutes(s: Slot, rc: RoomConfig, cap: float | None) -> int:
-    """Minutes billed for presence after the end, in whole units (0: none)."""
-    if s.ended_early or s.presence_at is None or s.presence_at <= s.booking.end:
-        return 0
-    last = s.presence_at if cap is None else min(s.presence_at, cap)
-    if last <= s.booking.end:
-        return 0
-    unit = 60 * rc.overtime_unit_min
-    return math.ceil((last - s.booking.end) / unit) * rc.overtime_unit_min
-
-
-def _cap(slots: list[Slot], i: int) -> float | None:
-    """The start of the next active booking after slot i (overtime stops there)."""
-    for later in slots[i + 1 :]:
-        if later.active and later.booking.start >= slots[i].booking.start:
-            return later.booking.opens
-    return None
-
-
-def evaluate(slots: list[Slot], rc: RoomConfig, now: float) -> RoomNow:
-    """The room's phase at `now`. `slots`: its bookings, sorted by start."""
-    active = [s for s in slots if s.active]
-    phase: Phase = "free"
-    current: Slot | None = None
-    until: float | None = None
-    wakes: list[float] = []
-
-    def wake(t: float) -> None:
-        if t > now:
-            wakes.append(t)
-
-    for i, s in enumerate(active):
-        b = s.booking
-        cap = _cap(active, i)
-        hold = _hold_until(s, rc, cap) if s.checked_in else b.end
-        for t in (b.start - 60 * rc.preconditioning_min, b.opens, b.release_at, b.end, hold):
-            wake(t)
-        wake(b.end - 60 * rc.ending_warning_min)
-        if s.checked_in and now < b.end and (b.opens <= now or s.adhoc):
-            warn = now >= b.end - 60 * rc.ending_warning_min
-            phase, current, until = ("ending" if warn else "in_use"), s, b.end
-            break
-        if not s.checked_in and b.opens <= now < b.end and not b.released_at(now, False):
-            if phase not in ("in_use", "ending"):
-                phase, current, until = "awaiting_checkin", s, b.release_at
-            continue
-        if s.checked_in and not s.ended_early and b.end <= now < hold:
-            if phase == "free" or phase == "upcoming":
-                over = s.presence_at is not None and s.presence_at > b.end
-                phase, current, until = ("overtime" if over else "ended"), s, hold
-            continue
-        if b.start - 60 * rc.preconditioning_min <= now < b.opens and phase == "free":
-            phase, current, until = "upcoming", s, b.opens
-    upcoming = tuple(
-        s for s in active if now <= s.booking.start <= now + NEXT_WINDOW_S and s is not current
-    )
-    if phase in ("in_use", "ending", "awaiting_checkin", "upcoming"):
-        wake(math.floor(now / 60) * 60 + 60)  # minutes left on the panel
-    for s in active:
-        wake(s.booking.start - NEXT_WINDOW_S)  # comes into the panel's next hour
-    return RoomNow(phase, current, until, upcoming, min(wakes) if wakes else None)
-
-
-def due_releases(slots: Iterable[Slot], now: float) -> list[Slot]:
-    """Confirmed, not invoiced bookings nobody checked into in time."""
-    return [
-        s
-        for s in slots
-        if s.active
-        and not s.checked_in
-        and s.booking.released_at(now, False)
-        and now - s.booking.release_at < RELEASE_LOOKBACK_S
-    ]
-
-
-def due_overtime(slots: list[Slot], rc: RoomConfig, now: float) -> list[tuple[Slot, int]]:
-    """Overtime whose presence has stopped (the hold is over), not yet billed."""
-    out = []
-    active = [s for s in slots if s.active]
-    for i, s in enumerate(active):
-        if not s.checked_in or s.overtime_billed or s.presence_at is None:
-            continue
-        cap = _cap(active, i)
-        if now >= _hold_until(s, rc, cap):
-            minutes = overtime_minutes(s, rc, cap)
-            if minutes:
-                out.append((s, minutes))
-    return out
-
-
-def credits_for(minutes: int, per_hour: int) -> int:
-    return math.ceil(minutes * per_hour / 60)
-
-
-# --- the controller ------------------------------------------------------------------
 
 
 class DoorSide(Protocol):
@@ -236,12 +64,6 @@ class DoorSide(Protocol):
     def check_in(
         self, booking_id: str, room: str, holder: str, door: str | None, at: float, via: str
     ) -> asyncio.Future[int]: ...
-
-
-class PanelError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -271,13 +93,11 @@ class Rooms:
         self.switches: dict[str, MqttSwitch] = {}
         self.hvac: dict[str, HvacUnit] = {}
         self.by_door: dict[str, str] = {}
-        self.credits_spent: dict[str, int] = {}  # holder or "company:<id>": not yet in the cloud's
         self.wifi: dict[str, str] | None = None
         self._devices_published: dict[str, bytes] = {}
         self._by_room: dict[str, list[Booking]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.discovery: Discovery | None = None
         if self.config.homeassistant.discovery:
             self.discovery = Discovery(site, link)
@@ -300,7 +120,6 @@ class Rooms:
                 self.switches[name] = sw
                 for t in sw.subscriptions():
                     self.link.subscribe(t, sw.message)
-        self.link.subscribe(subscription("room_request", site=self.site_id), self._on_request)
         self.link.on_connect(self._connected)
 
     async def start(self) -> None:
@@ -313,22 +132,17 @@ class Rooms:
         for bid, room, member, start, end in await store.fetchall(
             "SELECT id, room, member, start, end FROM room_bookings"
         ):
-            self.adhoc[bid] = _adhoc_booking(bid, room, member, start, end, None)
+            self.adhoc[bid] = adhoc_booking(bid, room, member, start, end, None)
             self.site.state.checked_in.add(bid)
-        for holder, credits in await store.fetchall(
-            "SELECT holder, SUM(credits) FROM credit_uses WHERE reflected = 0 GROUP BY holder"
-        ):
-            self.credits_spent[holder] = int(credits)
         for unit in self.hvac.values():
             await unit.start()
         self.index_changed()
         self._task = asyncio.create_task(self._clock(), name="rooms.clock")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         for sw in self.switches.values():
             sw.stop()
         for unit in self.hvac.values():
@@ -372,10 +186,10 @@ class Rooms:
         if changed and self.discovery is not None and self.link.connected:
             self.discovery.publish()
         self.by_door = {r.room.door: rid for rid, r in rooms.items() if r.room.door}
-        self._overrides()
+        self.apply_overrides()
         self.refresh()
 
-    def _overrides(self) -> None:
+    def apply_overrides(self) -> None:
         """The bookings as changed on site, for the access policy."""
         st, ix = self.site.state, self.site.index
         overrides: dict[str, Booking] = {}
@@ -451,20 +265,20 @@ class Rooms:
             if current.wake_at is not None and (wake is None or current.wake_at < wake):
                 wake = current.wake_at
         if events or ops:
-            self._overrides()
+            self.apply_overrides()
             self.recorder.record(events, ops)
         return wake
 
     def _release(
         self, rt: RoomRuntime, s: Slot, now: float, events: list[dict[str, Any]], ops: list[SqlOp]
     ) -> None:
-        f = self._facts(s.id, rt.room.id)
+        f = self.facts_of(s.id, rt.room.id)
         f.released_at = now
         b = s.booking
         log.info("rooms: %s: booking %s released: nobody checked in", rt.room.id, b.id)
         tz = self.site.index.tz
         events.append(
-            self._event(
+            self.booking_event(
                 rt,
                 "booking.released",
                 now,
@@ -474,7 +288,7 @@ class Rooms:
                 release_at=iso_instant(b.release_at, tz),
             )
         )
-        ops.append(_facts_op(f))
+        ops.append(facts_op(f))
 
     def _bill_overtime(
         self,
@@ -485,13 +299,13 @@ class Rooms:
         events: list[dict[str, Any]],
         ops: list[SqlOp],
     ) -> None:
-        f = self._facts(s.id, rt.room.id)
+        f = self.facts_of(s.id, rt.room.id)
         f.overtime_billed = True
         b = s.booking
         tz = self.site.index.tz
         log.info("rooms: %s: booking %s ran %d min over", rt.room.id, b.id, minutes)
         events.append(
-            self._event(
+            self.booking_event(
                 rt,
                 "usage.room_overtime",
                 now,
@@ -503,9 +317,9 @@ class Rooms:
                 last_presence=iso_instant(s.presence_at or b.end, tz),
             )
         )
-        ops.append(_facts_op(f))
+        ops.append(facts_op(f))
 
-    def _event(
+    def booking_event(
         self, rt: RoomRuntime, type_: str, at: float, holder: str, booking: str, **details: Any
     ) -> dict[str, Any]:
         """An event about a booking of this room, at its door, not yet recorded."""
@@ -517,7 +331,7 @@ class Rooms:
             details={"booking": booking, "room": rt.room.id, **details},
         )
 
-    def _facts(self, booking: str, room: str) -> Facts:
+    def facts_of(self, booking: str, room: str) -> Facts:
         f = self.facts.get(booking)
         if f is None:
             f = self.facts[booking] = Facts(booking, room)
@@ -556,20 +370,20 @@ class Rooms:
         """A card or PIN at a room's door, granted or not: presence (overtime after the end)."""
         rid = self.by_door.get(door)
         if rid is not None:
-            self._presence(rid, at, "door")
+            self.presence(rid, at, "door")
 
-    def _presence(self, rid: str, at: float, what: str) -> None:
+    def presence(self, rid: str, at: float, what: str) -> None:
         rt = self.rooms.get(rid)
         if rt is None or rt.now is None:
             return
         current = evaluate(self.slots(rid), rt.rc, at)
         if current.phase not in ("ended", "overtime") or current.slot is None:
             return
-        f = self._facts(current.slot.id, rid)
+        f = self.facts_of(current.slot.id, rid)
         f.presence_at = at
         if current.phase == "ended":
             log.info("rooms: %s: presence after the end (%s): overtime", rid, what)
-        self.recorder.record([], [_facts_op(f)])
+        self.recorder.record([], [facts_op(f)])
         self.refresh()
 
     def _switch_state(self, sw: MqttSwitch, on: bool, manual: bool) -> None:
@@ -580,7 +394,7 @@ class Rooms:
         if phase in ON_PHASES:
             sw.accept(on)
             if on and manual and phase in ("ended", "overtime"):
-                self._presence(sw.room, time.time(), f"{sw.name} switched on")
+                self.presence(sw.room, time.time(), f"{sw.name} switched on")
             return
         if on and not rt.rc.free_use:
             rt.switched_off += 1
@@ -595,7 +409,7 @@ class Rooms:
             sw.accept(on)
 
     def _device_changed(self, sw: MqttSwitch) -> None:
-        body = _dumps({**sw.view(), "room": sw.room})
+        body = dumps({**sw.view(), "room": sw.room})
         if self._devices_published.get(sw.name) == body:
             return  # Tasmota confirms twice (RESULT and POWER): publish once
         self._devices_published[sw.name] = body
@@ -607,7 +421,7 @@ class Rooms:
             self._publish_room(rt)
 
     def _hvac_changed(self, unit: HvacUnit) -> None:
-        body = _dumps({**unit.view(), "room": unit.cfg.room})
+        body = dumps({**unit.view(), "room": unit.cfg.room})
         if self._devices_published.get(unit.name) == body:
             return
         self._devices_published[unit.name] = body
@@ -672,7 +486,7 @@ class Rooms:
         return state
 
     def _publish_room(self, rt: RoomRuntime) -> None:
-        body = _dumps(self.room_state(rt))
+        body = dumps(self.room_state(rt))
         text = body.decode()
         if text == rt.published:
             return
@@ -685,314 +499,6 @@ class Rooms:
         self.wifi = wifi
         for rt in self.rooms.values():
             self._publish_room(rt)
-
-    def _on_request(self, t: str, payload: bytes) -> None:
-        parts = t.split("/")  # edge/<site>/rooms/<room>/request/<op>
-        rid, op = parts[3], parts[5]
-        tx: object = None
-        try:
-            if len(payload) > MAX_REQUEST_BYTES:
-                raise PanelError("bad_request", f"request of {len(payload)} bytes is too large")
-            try:
-                body = json.loads(payload) if payload.strip() else {}
-            except ValueError as exc:
-                raise PanelError("bad_request", f"not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise PanelError("bad_request", "the request must be a JSON object")
-            tx = body.get("transaction")
-            if tx is not None and not isinstance(tx, (str, int)):
-                tx = None
-                raise PanelError("bad_request", "transaction: must be a string or a number")
-            if op not in PANEL_OPS:
-                raise PanelError(
-                    "bad_request",
-                    f"unknown request {op!r} (expected one of: {', '.join(PANEL_OPS)})",
-                )
-            rt = self.rooms.get(rid)
-            if rt is None:
-                raise PanelError("unknown_room", f"no room {rid!r} on this site")
-            result = self._handle(rt, op, body)
-        except PanelError as exc:
-            log.warning("rooms: %s: panel %s refused: %s: %s", rid, op, exc.code, exc)
-            self._respond(rid, op, tx, error=exc)
-            return
-        if isinstance(result, asyncio.Future):
-            fut: asyncio.Future[dict[str, Any]] = result
-
-            async def when_durable() -> None:
-                try:
-                    data = await fut
-                except PanelError as exc:
-                    self._respond(rid, op, tx, error=exc)
-                else:
-                    self._respond(rid, op, tx, data=data)
-
-            task = asyncio.create_task(when_durable(), name=f"rooms[{rid}].{op}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            self._respond(rid, op, tx, data=result)
-
-    def _respond(
-        self,
-        rid: str,
-        op: str,
-        tx: object,
-        data: dict[str, Any] | None = None,
-        error: PanelError | None = None,
-    ) -> None:
-        body: dict[str, Any] = {"transaction": tx, "status": "ok" if error is None else "error"}
-        body["data"] = data or {}
-        if error is not None:
-            body["error"] = error.code
-            body["message"] = str(error)
-        self.link.publish(topic("room_response", site=self.site_id, room=rid, op=op), _dumps(body))
-
-    def _who(self, body: dict[str, Any], at: float) -> str:
-        """The holder behind the card or PIN, decided by the gateway's own index."""
-        ix = self.site.index
-        cards: tuple[str, ...] = ()
-        digest = None
-        card, pin = body.get("card"), body.get("pin")
-        if card is None and pin is None:
-            raise PanelError("not_authorised", "show a card or type a PIN")
-        if card is not None:
-            if not isinstance(card, str):
-                raise PanelError("bad_request", "card: must be a string like H10301:12:3456")
-            try:
-                cards = (parse_card_spec(card),)
-            except CardSpecError as exc:
-                raise PanelError("bad_request", f"card: {exc}") from None
-        if pin is not None:
-            if not isinstance(pin, str) or not pin.isdigit() or not pin.isascii() or len(pin) > 12:
-                raise PanelError("bad_request", "pin: must be a string of up to 12 digits")
-            if self.access.pin_key is None:
-                raise PanelError("not_authorised", "PIN entry is not set up on this gateway")
-            digest = pin_hmac(self.access.pin_key, pin)
-        holder, denial = identify_at_panel(
-            ix, self.site.state, Presentation("(panel)", at, cards, digest)
-        )
-        if holder is None or denial is not None:
-            raise PanelError("not_authorised", f"not recognised or not allowed ({denial})")
-        return holder.id
-
-    def _handle(
-        self, rt: RoomRuntime, op: str, body: dict[str, Any]
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
-        now = time.time()
-        if not self.site.index.loaded:
-            raise PanelError("not_ready", "no site loaded yet")
-        self._presence(rt.room.id, now, f"panel {op}")
-        if op == "activity":
-            return {"state": self.room_state(rt)}
-        holder = self._who(body, now)
-        current = evaluate(self.slots(rt.room.id), rt.rc, now)
-        if op == "check_in":
-            return self._check_in(rt, current, holder, now)
-        if op == "end":
-            return self._end(rt, current, holder, now)
-        minutes = _minutes(body, rt.rc)
-        if op == "book":
-            if current.phase not in ("free", "upcoming"):
-                raise PanelError("room_busy", f"the room is {current.phase.replace('_', ' ')}")
-            return self._book(rt, holder, minutes, now)
-        return self._extend(rt, current, holder, minutes, now)
-
-    def _check_in(
-        self, rt: RoomRuntime, current: RoomNow, holder: str, now: float
-    ) -> dict[str, Any]:
-        s = current.slot
-        if current.phase != "awaiting_checkin" or s is None:
-            if current.phase in ON_PHASES and s is not None and holder in s.booking.holders:
-                return {"booking": s.id, "already": True}
-            raise PanelError("no_booking", "no booking of this room is waiting for a check-in")
-        if holder not in s.booking.holders:
-            raise PanelError("not_authorised", "you are not on this booking")
-        self.access.check_in(s.id, rt.room.id, holder, rt.room.door, now, via="panel")
-        return {"booking": s.id}
-
-    def _end(self, rt: RoomRuntime, current: RoomNow, holder: str, now: float) -> dict[str, Any]:
-        s = current.slot
-        if current.phase not in ("in_use", "ending") or s is None:
-            raise PanelError("no_booking", "no booking of this room is in use")
-        if holder not in s.booking.holders:
-            raise PanelError("not_authorised", "you are not on this booking")
-        f = self._facts(s.id, rt.room.id)
-        f.ended_at = now
-        tz = self.site.index.tz
-        ev = self._event(
-            rt,
-            "booking.ended_early",
-            now,
-            holder,
-            s.id,
-            end=iso_instant(now, tz),
-            planned_end=iso_instant(s.booking.end, tz),
-        )
-        self.recorder.record([ev], [_facts_op(f)])
-        self._overrides()
-        self.refresh()
-        return {"booking": s.id, "end": iso_instant(now, tz)}
-
-    def _free(self, rt: RoomRuntime, start: float, end: float, skip: str | None = None) -> None:
-        for s in self.slots(rt.room.id):
-            if not s.active or s.id == skip or (s.ended_early and s.booking.end <= start):
-                continue
-            b = s.booking
-            if b.start < end and start < b.end:
-                raise PanelError(
-                    "room_busy",
-                    f"booked from {iso_instant(b.start, self.site.index.tz)} "
-                    f"to {iso_instant(b.end, self.site.index.tz)}",
-                )
-
-    def _pay(
-        self, rt: RoomRuntime, holder: str, minutes: int, booking: str, reason: str, at: float
-    ) -> tuple[list[dict[str, Any]], list[SqlOp], dict[str, Any]]:
-        """Credits for `minutes` of this room, from the member's own, else the company's."""
-        credits = credits_for(minutes, rt.room.credits_per_hour)
-        if credits == 0:
-            return [], [], {"credits": 0}
-        ix = self.site.index
-        h = ix.holders[holder]
-        if h.kind == "guest":
-            raise PanelError("not_authorised", "guests cannot book rooms")
-        own = h.credits - self.credits_spent.get(holder, 0)
-        source, company, key = "member", None, holder
-        if own < credits:
-            c = ix.companies.get(h.company) if h.company else None
-            key = f"company:{c.id}" if c else ""
-            if (
-                c is None
-                or not c.billing.allows(at)
-                or c.credits - self.credits_spent.get(key, 0) < credits
-            ):
-                raise PanelError(
-                    "no_credits", f"{credits} credit(s) needed, {max(own, 0)} available"
-                )
-            source, company = "company", c.id
-        self.credits_spent[key] = self.credits_spent.get(key, 0) + credits
-        extra = {} if company is None else {"company": company}
-        ev = self._event(
-            rt,
-            "usage.credits",
-            at,
-            holder,
-            booking,
-            credits=credits,
-            minutes=minutes,
-            reason=reason,
-            source=source,
-            **extra,
-        )
-        op: SqlOp = (
-            "INSERT INTO credit_uses (event_id, holder, company, credits, at) VALUES (?,?,?,?,?)",
-            (ev["id"], key, company, credits, at),
-        )
-        return [ev], [op], {"credits": credits, "paid_by": source}
-
-    def _book(
-        self, rt: RoomRuntime, holder: str, minutes: int, now: float
-    ) -> asyncio.Future[dict[str, Any]]:
-        start = now
-        end = now + 60 * minutes
-        self._free(rt, start, end)
-        bid = f"adhoc-{new_event_id()}"
-        events, ops, paid = self._pay(rt, holder, minutes, bid, "book", now)
-        tz = self.site.index.tz
-        booking = _adhoc_booking(bid, rt.room.id, holder, start, end, rt.room.door)
-        self.adhoc[bid] = booking
-        self.site.state.checked_in.add(bid)
-        created = self._event(
-            rt,
-            "booking.created",
-            now,
-            holder,
-            bid,
-            start=iso_instant(start, tz),
-            end=iso_instant(end, tz),
-            minutes=minutes,
-            checked_in=True,
-            **paid,
-        )
-        ops += [
-            (
-                "INSERT INTO room_bookings (id, room, member, start, end, created) "
-                "VALUES (?,?,?,?,?,?)",
-                (bid, rt.room.id, holder, start, end, now),
-            ),
-            (
-                "INSERT OR IGNORE INTO booking_checkins (booking, holder, at) VALUES (?,?,?)",
-                (bid, holder, now),
-            ),
-        ]
-        done = self.recorder.record([created, *events], ops)
-        log.info("rooms: %s: booked at the panel for %d min (%s)", rt.room.id, minutes, bid)
-        self.index_changed()
-        data = {
-            "booking": bid,
-            "start": iso_instant(start, tz),
-            "end": iso_instant(end, tz),
-            **paid,
-        }
-        return _after(done, data)
-
-    def _extend(
-        self, rt: RoomRuntime, current: RoomNow, holder: str, minutes: int, now: float
-    ) -> asyncio.Future[dict[str, Any]]:
-        s = current.slot
-        if current.phase not in ON_PHASES or s is None:
-            raise PanelError("no_booking", "no booking of this room is in use")
-        if holder not in s.booking.holders:
-            raise PanelError("not_authorised", "you are not on this booking")
-        old_end = s.booking.end
-        new_end = max(old_end, now) + 60 * minutes
-        self._free(rt, old_end, new_end, skip=s.id)
-        events, ops, paid = self._pay(rt, holder, minutes, s.id, "extend", now)
-        f = self._facts(s.id, rt.room.id)
-        f.extended_to = new_end
-        if f.presence_at is not None and f.presence_at < new_end:
-            f.presence_at = None  # the time after the old end is paid for now
-        tz = self.site.index.tz
-        if events:
-            events[0]["details"]["end"] = iso_instant(new_end, tz)
-        ops.append(_facts_op(f))
-        done = self.recorder.record(events, ops)
-        self._overrides()
-        self.refresh()
-        return _after(done, {"booking": s.id, "end": iso_instant(new_end, tz), **paid})
-
-    # --- credits ------------------------------------------------------------------------
-
-    async def reconcile_credits(
-        self, fetched_at: float, holders: set[str] | None, companies: set[str] | None
-    ) -> None:
-        """Credits spent here stop being subtracted once the cloud's balance counts them:
-        the event was accepted, and a document fetched after that has arrived."""
-        if holders is not None and not holders and not companies:
-            return
-        rows = await self.site.store.fetchall(
-            "SELECT u.event_id, u.holder, u.credits FROM credit_uses u "
-            "LEFT JOIN outbox o ON o.id = u.event_id WHERE u.reflected = 0 "
-            "AND (o.id IS NULL OR (o.state = 'delivered' AND o.delivered < ?))",
-            (fetched_at,),
-        )
-        done = []
-        for event_id, key, credits in rows:
-            if holders is not None:
-                company = key.removeprefix("company:") if key.startswith("company:") else None
-                if not (key in holders or (company is not None and company in (companies or ()))):
-                    continue
-            done.append((event_id,))
-            left = self.credits_spent.get(key, 0) - int(credits)
-            if left > 0:
-                self.credits_spent[key] = left
-            else:
-                self.credits_spent.pop(key, None)
-        if done:
-            await self.site.store.write(
-                [("UPDATE credit_uses SET reflected = 1 WHERE event_id = ?", Many(done))]
-            )
 
     # --- status -------------------------------------------------------------------------
 
@@ -1010,17 +516,6 @@ class Rooms:
         return out
 
 
-def _minutes(body: dict[str, Any], rc: RoomConfig) -> int:
-    minutes = body.get("minutes", 30)
-    if not isinstance(minutes, int) or isinstance(minutes, bool):
-        raise PanelError("bad_request", "minutes: must be a whole number")
-    if not 5 <= minutes <= rc.max_panel_booking_min:
-        raise PanelError(
-            "bad_request", f"minutes: must be between 5 and {rc.max_panel_booking_min}"
-        )
-    return minutes
-
-
 def _changed(b: Booking, f: Facts, released: bool) -> Booking:
     """The booking as the site changed it. `released`: with a release as its status
     (for the room); the access policy works a release out from the time itself, so
@@ -1035,7 +530,7 @@ def _changed(b: Booking, f: Facts, released: bool) -> Booking:
     return b if end == b.end else replace(b, end=end)
 
 
-def _adhoc_booking(
+def adhoc_booking(
     bid: str, room: str, member: str, start: float, end: float, door: str | None
 ) -> Booking:
     return Booking(
@@ -1053,7 +548,7 @@ def _adhoc_booking(
     )
 
 
-def _facts_op(f: Facts) -> SqlOp:
+def facts_op(f: Facts) -> SqlOp:
     return (
         "INSERT OR REPLACE INTO booking_facts (booking, room, released_at, ended_at, "
         "extended_to, presence_at, overtime_billed) VALUES (?,?,?,?,?,?,?)",
@@ -1069,22 +564,5 @@ def _facts_op(f: Facts) -> SqlOp:
     )
 
 
-def _after(done: asyncio.Future[int], data: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-    """The panel hears of a paid booking once its usage is durable."""
-    out: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-    def finished(f: asyncio.Future[int]) -> None:
-        if out.done():
-            return
-        exc = f.exception() if not f.cancelled() else None
-        if f.cancelled() or exc is not None:
-            out.set_exception(PanelError("failed", f"could not record the booking: {exc}"))
-        else:
-            out.set_result(data)
-
-    done.add_done_callback(finished)
-    return out
-
-
-def _dumps(obj: object) -> bytes:
+def dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()

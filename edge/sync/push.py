@@ -10,8 +10,6 @@ Pure apart from the nonce set, which the caller persists (`NonceLog`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any, Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.keys import b64url_decode
 from edge.timeutil import parse_instant
 
 MAX_SKEW_S = 120.0
@@ -59,36 +58,6 @@ class NonceLog(Protocol):
     def seen(self, nonce: str) -> bool: ...
 
 
-def load_public_key(text: str) -> Ed25519PublicKey:
-    """A key as configured: 32 raw bytes in base64url or hex, or a PEM block."""
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    text = text.strip()
-    if text.startswith("-----BEGIN"):
-        key = load_pem_public_key(text.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("the PEM key is not an Ed25519 key")
-        return key
-    raw: bytes | None = None
-    if len(text) == 64:
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raw = None
-    if raw is None:
-        raw = _b64url(text)
-    if raw is None or len(raw) != 32:
-        raise ValueError("an Ed25519 public key is 32 bytes (base64url or hex) or a PEM block")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def _b64url(text: str) -> bytes | None:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
 def verify(
     raw: bytes,
     keys: Mapping[str, Ed25519PublicKey],
@@ -111,8 +80,8 @@ def verify(
     if key is None:
         known = ", ".join(sorted(keys)) or "none configured"
         raise PushRejected("unknown_key", f"key {key_id!r} is not a cloud key (known: {known})")
-    payload = _b64url(envelope["payload"])
-    sig = _b64url(envelope["sig"])
+    payload = b64url_decode(envelope["payload"])
+    sig = b64url_decode(envelope["sig"])
     if payload is None or sig is None:
         raise PushRejected("malformed", "payload or sig is not base64url")
     try:

@@ -4,9 +4,10 @@
   like `edgectl import`), then changes by cursor every `pull_interval_s`
   (an APScheduler job). `410` takes a fresh snapshot. Each page of changes is
   committed with its cursor in one transaction.
-- **Push.** Envelopes on `edge/{site}/push` are verified (`edge.sync.push`); a
-  replayed nonce is refused across restarts. `changes` apply at once and are
-  followed by a pull, which brings them into cursor order.
+- **Push.** Envelopes on `edge/{site}/push` are verified (`push.py`) and
+  handled by `Pushes` (`pushes.py`); a replayed nonce is refused across
+  restarts. `changes` apply at once and are followed by a pull, which brings
+  them into cursor order.
 - **Upload.** The outbox goes up oldest first, at most `upload_batch` events
   per request. An event is marked delivered only when the cloud accepted its
   id; a rejected one is kept with the cloud's error. The cloud dedups by id,
@@ -26,9 +27,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -37,21 +38,19 @@ from edge.mqtt.link import MqttLink
 from edge.secrets import SecretError, read_secret, secret_path
 from edge.site.sqlite import Many
 from edge.sync.cloud import CloudClient, CloudError
-from edge.sync.push import MAX_SKEW_S, PushMessage, PushRejected, load_public_key, verify
+from edge.sync.pushes import DoorCommands, Pushes
 from edge.timeutil import iso_instant
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from edge.site.recorder import Recorder
-    from edge.site.state import Actor, SiteState
+    from edge.site.state import SiteState
     from edge.site.updates import SiteUpdates
 
 log = logging.getLogger("edge.sync")
 
 SNAPSHOT_FILE = "snapshot.download.json"
-NONCE_KEEP_S = 4 * MAX_SKEW_S  # a nonce older than the skew window is refused as stale anyway
-ALARMS_PER_MINUTE = 10
 
 
 @dataclass
@@ -75,28 +74,6 @@ class Health:
         self.last_error_at = time.time()
 
 
-@dataclass
-class Nonces:
-    """Push nonces accepted recently (NonceLog); persisted by the caller."""
-
-    seen_at: dict[str, float] = field(default_factory=dict)
-
-    def seen(self, nonce: str) -> bool:
-        return nonce in self.seen_at
-
-    def prune(self, now: float) -> None:
-        for n in [n for n, at in self.seen_at.items() if at < now - NONCE_KEEP_S]:
-            del self.seen_at[n]
-
-
-class DoorCommands(Protocol):
-    """The commands a signed push may carry (the access service is one)."""
-
-    async def unlock_door(self, door: str, seconds: int, actor: Actor) -> dict[str, Any]: ...
-
-    async def set_lockdown(self, on: bool, doors: list[str], actor: Actor) -> dict[str, Any]: ...
-
-
 class Sync:
     def __init__(
         self,
@@ -114,15 +91,10 @@ class Sync:
         self.doors = doors
         self.state_dir = state_dir
         self.site = site.config.site.id
-        self.keys = {k: load_public_key(v) for k, v in cfg.keys.items()}
         self.pull = Health()
         self.upload = Health()
         self.auth_failed: str | None = None
         self.clock_offset: float | None = None  # the cloud's clock less ours, last answer
-        self.pushes_accepted = 0
-        self.pushes_rejected = 0
-        self.last_push_at: float | None = None
-        self.nonces = Nonces()
         self.client: CloudClient | None = None
         self.link: MqttLink | None = None
         self._scheduler: AsyncIOScheduler | None = None
@@ -131,10 +103,10 @@ class Sync:
         self._want_snapshot = False
         self._pull_again = False
         self._upload_limit: int | None = None  # narrowed while a refused batch is bisected
-        self._alarms: dict[str, tuple[float, int, int]] = {}  # reason: (window start, n, held)
         self._upload_wake = asyncio.Event()
         self._upload_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.pushes = Pushes(cfg, site, recorder, updates, doors, self.request_pull, self._spawn)
 
     @property
     def topic(self) -> str:
@@ -146,13 +118,12 @@ class Sync:
         """Subscribe to pushes on the gateway's broker link, before it connects."""
         if self.cfg.push:
             self.link = link
-            link.subscribe(self.topic, self._on_push)
+            link.subscribe(self.topic, self.pushes.on_push)
 
     async def start(self) -> None:
         state_dir = self.state_dir
         (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
-        for nonce, at in await self.state.store.fetchall("SELECT nonce, at FROM push_nonces"):
-            self.nonces.seen_at[nonce] = at
+        await self.pushes.load()
         self._open_client()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
@@ -349,92 +320,6 @@ class Sync:
         log.error("sync: %s; sync is stopped until `edgectl sync now`", message)
         self.recorder.alarm("cloud_auth", message)
 
-    # --- push ----------------------------------------------------------------------------
-
-    def _on_push(self, _topic: str, raw: bytes) -> None:
-        now = time.time()
-        try:
-            msg = verify(raw, self.keys, self.site, now, self.nonces)
-        except PushRejected as exc:
-            self.pushes_rejected += 1
-            log.error("sync: push refused: %s", exc)
-            self._alarm_limited(exc.reason, exc.detail)
-            if exc.reason == "stale":
-                # Perhaps genuine but late (queued while we were away): catch up by pulling.
-                self.request_pull()
-            return
-        self.nonces.seen_at[msg.nonce] = now
-        noted = self.state.store.submit(
-            [("INSERT OR IGNORE INTO push_nonces (nonce, at) VALUES (?, ?)", (msg.nonce, now))]
-        )
-        self.pushes_accepted += 1
-        self.last_push_at = now
-        log.info("sync: push %s (key %s, nonce %s)", msg.type, msg.key_id, msg.nonce)
-        if msg.type == "changes":
-            self._spawn(self._push_changes(msg), "sync.push_changes")
-        elif msg.type == "sync":
-            self.request_pull()
-        elif msg.type == "resync":
-            self.request_pull(snapshot=True)
-        else:
-            self._spawn(self._command(msg, noted), "sync.push_command")
-
-    def _alarm_limited(self, reason: str, detail: str) -> None:
-        """At most ALARMS_PER_MINUTE refused-push alarms per reason: whoever can
-        publish on the broker must not be able to flood the outbox."""
-        now = time.time()
-        start, n, held = self._alarms.get(reason, (now, 0, 0))
-        if now - start >= 60:
-            start, n = now, 0
-        if n < ALARMS_PER_MINUTE:
-            extra = {"suppressed_before": held} if held else {}
-            self.recorder.alarm("push_rejected", detail, reason=reason, **extra)
-            self._alarms[reason] = (start, n + 1, 0)
-        else:
-            self._alarms[reason] = (start, n, held + 1)
-
-    async def _push_changes(self, msg: PushMessage) -> None:
-        changes = msg.body.get("changes")
-        try:
-            await self.updates.apply_changes(changes, None, "push", prefix="push.changes")
-        except Exception as exc:
-            log.exception("sync: push changes failed")
-            self.recorder.alarm("push_failed", f"applying pushed changes failed: {exc}")
-        # The pull brings the pushed changes into cursor order with any in between.
-        self.request_pull()
-
-    async def _command(self, msg: PushMessage, noted: asyncio.Future[int]) -> None:
-        from edge.site.state import Actor, GatewayError
-
-        # The nonce is durable before the command runs: a replay after a crash is refused.
-        await noted
-        body = msg.body
-        spec = body.get("command")
-        params: dict[str, Any] = dict(spec) if isinstance(spec, dict) else dict(body)
-        # `"command": "unlock"` with the fields beside it, or `"command": {"name": "unlock", ...}`.
-        name = spec if isinstance(spec, str) else params.get("name") or params.get("command")
-        actor = Actor(f"cloud:{msg.key_id}")
-        try:
-            if name == "unlock":
-                door, seconds = params.get("door"), params.get("seconds")
-                if not isinstance(door, str) or not isinstance(seconds, int):
-                    raise GatewayError("bad_request", "unlock needs `door` and integer `seconds`")
-                result = await self.doors.unlock_door(door, seconds, actor)
-            elif name == "lockdown":
-                doors, on = params.get("doors", []), params.get("on")
-                if not isinstance(on, bool) or not isinstance(doors, list):
-                    raise GatewayError("bad_request", "lockdown needs boolean `on` and `doors`")
-                result = await self.doors.set_lockdown(on, [str(d) for d in doors], actor)
-            else:
-                raise GatewayError("bad_request", f"unknown command {name!r}")
-        except GatewayError as exc:
-            log.error("sync: pushed command %r refused: %s", name, exc)
-            self.recorder.alarm("push_command", f"command {name!r} refused: {exc}")
-            await self.recorder.audit(actor, f"push.{name}", params, f"refused: {exc}")
-            return
-        await self.recorder.audit(actor, f"push.{name}", params, "ok")
-        log.warning("sync: pushed command %s executed: %s", name, result)
-
     # --- upload --------------------------------------------------------------------------
 
     def wake_upload(self) -> None:
@@ -541,10 +426,7 @@ class Sync:
     # --- views ---------------------------------------------------------------------------
 
     async def prune(self, now: float) -> None:
-        self.nonces.prune(now)
-        await self.state.store.write(
-            [("DELETE FROM push_nonces WHERE at < ?", (now - NONCE_KEEP_S,))]
-        )
+        await self.pushes.prune(now)
 
     async def status(self) -> dict[str, Any]:
         tz = self.state.index.tz
@@ -597,9 +479,9 @@ class Sync:
                 "enabled": self.cfg.push,
                 "topic": self.topic,
                 **(self.link.view() if self.link is not None else {}),
-                "accepted": self.pushes_accepted,
-                "rejected": self.pushes_rejected,
-                "last": when(self.last_push_at),
+                "accepted": self.pushes.accepted,
+                "rejected": self.pushes.rejected,
+                "last": when(self.pushes.last_at),
             },
             "cloud_clock_offset_s": None
             if self.clock_offset is None
