@@ -22,6 +22,12 @@ skipped with its field and reason, keeping the last good version), mapped
 (`SiteState.stage`) and committed with the read's watermark in one
 transaction. Listeners (signed pushes) hear of each site's changes after
 they are durable.
+
+Size: over 600 lines, and `PlatformSync` over 400, on purpose. This is the one
+place where reads are scheduled, records committed and sites staged. All
+three share the read state, and each page of records is committed in one
+database transaction. Split up, that transaction's parts would sit in three
+files.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ osdp_FMT card data (deprecated in v2.2.2; https://github.com/goToMain/libosdp/is
 Tasks: one per bus, `osdp[<bus>].poll`. No threads: the port is opened
 non-blocking and read through `loop.add_reader`; a write of one frame (at most
 a few hundred bytes) goes straight to the port.
+
+Size: over 600 lines on purpose. The frame codec, the secure channel and the
+bus task make up one state machine, and it reads top to bottom against the
+sections of the OSDP specification. Split up, a command's path through it
+would no longer read as one sequence.
 """
 
 from __future__ import annotations

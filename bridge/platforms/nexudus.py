@@ -21,6 +21,10 @@ field-by-field table and what the documentation left unclear):
 Times: plain fields (`FromTime`, `DueDate`, `UpdatedOn`) are read as UTC and
 the `...Local` twins as the location's wall clock; calendar dates (a contract's
 start and cancellation) come from the `...Local` twin when present.
+
+Size: over 600 lines, because there is one module per platform by design
+(`bridge/platforms/__init__.py`). It holds one vendor's client, mapping and
+webhooks, each citing that vendor's pages, and they are read together.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ documentation left unclear):
 
 Instants are UTC with `Z`. A date field at exactly UTC midnight is read as
 that calendar date; any other instant as the location's local date.
+
+Size: over 600 lines, because there is one module per platform by design
+(`bridge/platforms/__init__.py`). It holds one vendor's client, mapping and
+webhooks, each citing that vendor's pages, and they are read together.
 """
 
 from __future__ import annotations
