@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +23,12 @@ import pytest
 from edge.access.cards import parse_card_spec
 from edge.gateway import Gateway
 from edge.ops import views
+from edge.site.importer import commit_ops, stage_snapshot
 from edge.site.state import GatewayError
-from edge.site.store import GENERATION_TABLES
+from edge.site.store import GENERATION_TABLES, Store
 from hwsim.sitegen import CastMember, example_site
 from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
+from tests.test_syncdoc import contract_example
 
 Doc = dict[str, Any]
 Table = dict[tuple[str, str, str], tuple[bool, str, str | None]]
@@ -551,3 +554,78 @@ def test_partial_generation_left_by_a_crash_is_removed_at_start(
             await again.stop()
 
     run_async(scenario())
+
+
+# --- the fast reader and the detailed one write the same generation -----------------
+
+
+def _staged_rows(
+    state: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> tuple[dict[str, list[tuple[Any, ...]]], list[str]]:
+    """Stage `content` through the child process; its rows and the importer's log lines."""
+    path = state / "incoming.json"
+    state.mkdir(parents=True)
+    path.write_bytes(content)
+
+    async def scenario() -> dict[str, list[tuple[Any, ...]]]:
+        store = Store(state / "gateway.db")
+        await store.start()
+        try:
+            staged = await stage_snapshot(store, path, "mitte")
+            await store.write(commit_ops(staged))
+            return {
+                table: [
+                    tuple(row)
+                    for row in await store.fetchall(
+                        f"SELECT * FROM {table} WHERE gen = ?",  # noqa: S608 - fixed names
+                        (staged.gen,),
+                    )
+                ]
+                for table in GENERATION_TABLES
+            }
+        finally:
+            await store.stop()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge.import"):
+        rows = run_async(scenario())
+    return {t: sorted(r, key=repr) for t, r in rows.items()}, [
+        r.getMessage() for r in caplog.records if r.name == "edge.import"
+    ]
+
+
+def _repeat_a_key_of_the_last_member(doc: Doc) -> bytes:
+    """The same document but for a key the last member names twice, the first time with
+    a bad value: ijson (the detailed reader) keeps the last value, msgspec checks both,
+    so the fast reader declines it, after it has staged every batch before."""
+    text = json.dumps(doc)
+    last = text.rindex('"kind": "member"')
+    return (text[:last] + '"kind": "staff", ' + text[last:]).encode()
+
+
+def test_a_document_the_fast_reader_declines_is_staged_the_same(
+    tmp_path: Path, example_doc: Doc, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = _large(example_doc, lambda _m: None)
+    fast, fast_log = _staged_rows(tmp_path / "fast", json.dumps(doc).encode(), caplog)
+    slow, slow_log = _staged_rows(tmp_path / "slow", _repeat_a_key_of_the_last_member(doc), caplog)
+    assert fast_log == []
+    assert len(slow_log) == 1, slow_log
+    assert "detailed reader" in slow_log[0]
+    assert len(fast["holders"]) == 12 + 1 + 3000
+    assert fast == slow
+
+
+def test_contract_example_staged_by_either_reader_is_the_same(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dates and instants as the contract writes them (Z, offsets), guests, bookings."""
+    doc = contract_example()
+    doc["site"]["id"] = "mitte"
+    doc["guests"][0]["valid_from"] = "2026-11-21T08:00:00Z"
+    fast, fast_log = _staged_rows(tmp_path / "fast", json.dumps(doc).encode(), caplog)
+    slow, slow_log = _staged_rows(tmp_path / "slow", _repeat_a_key_of_the_last_member(doc), caplog)
+    assert (fast_log, len(slow_log)) == ([], 1)
+    assert fast == slow
+    guest = next(row for row in fast["holders"] if row[1] == "g-9")
+    assert guest[11] == "2026-11-21T08:00:00+00:00"  # valid_from as the model writes it

@@ -14,16 +14,46 @@ reader, so the reader must report the same path.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from edge.site.syncdoc import SCHEMA, DocError, SnapshotHeader, read_snapshot_file, validate_object
-from hwsim.sitegen import EXAMPLE_PIN_KEY, pin_hmac
-from tests.conftest import index_of
+from edge.site import fastdoc
+from edge.site.fastdoc import (
+    CredentialF,
+    Declined,
+    GuestData,
+    GuestF,
+    MemberData,
+    MemberF,
+    read_snapshot_fast,
+)
+from edge.site.store import Rows
+from edge.site.syncdoc import (
+    SCHEMA,
+    Access,
+    Billing,
+    Contract,
+    CredentialDoc,
+    DayPassDoc,
+    DocError,
+    GuestDoc,
+    MemberDoc,
+    SnapshotHeader,
+    _Yielding,
+    read_snapshot,
+    read_snapshot_file,
+    validate_object,
+)
+from hwsim.sitegen import EXAMPLE_PIN_KEY, example_site, pin_hmac
+from tests.conftest import DAY, index_of
 
 Doc = dict[str, Any]
 Mutation = Callable[[Any], None]
@@ -1079,3 +1109,410 @@ def test_contract_example_imports(tmp_path: Path) -> None:
     assert index.holders["g-9"].host == "m-1001"
     assert index.bookings["b-55"].door == "room-ada"
     assert index.bookings["b-55"].holders == frozenset({"m-1001", "m-1002"})
+
+
+# --- the fast reader agrees with the detailed one ----------------------------------
+#
+# `edge.site.fastdoc` reads members and guests with msgspec and declines anything
+# it cannot vouch for; the importer then runs the detailed reader above. It must
+# never accept what the detailed reader refuses, and what it accepts must become
+# exactly the same rows.
+
+Tables = dict[str, list[tuple[Any, ...]]]
+TABLES = ("objects", "holders", "credentials", "grants", "day_passes")
+
+
+def _tables(batches: list[Rows]) -> Tables:
+    return {t: sorted((row for b in batches for row in getattr(b, t)), key=repr) for t in TABLES}
+
+
+def detailed_rows(content: bytes) -> tuple[SnapshotHeader, Tables] | DocError:
+    rows = Rows.new(2)
+    try:
+        header = read_snapshot(
+            lambda: _Yielding(io.BytesIO(content)), lambda kind, obj, _p: rows.add(kind, obj)
+        )
+    except DocError as exc:
+        return exc
+    return header, _tables([rows])
+
+
+def fast_rows(content: bytes, batch_rows: int = 7) -> tuple[SnapshotHeader, Tables] | None:
+    documents = Rows.new(2)
+    batches = [documents]
+    try:
+        snap = read_snapshot_fast(
+            content,
+            2,
+            lambda kind, obj, _p: documents.add(kind, obj),
+            batches.append,
+            batch_rows,
+        )
+    except Declined:
+        return None
+    tables = _tables(batches)
+    holders = [row[2] for row in tables["holders"]]
+    assert (snap.members, snap.guests) == (
+        len(holders) - holders.count("guest"),
+        holders.count("guest"),
+    )
+    assert snap.credentials == len(tables["credentials"])
+    return snap.header, tables
+
+
+def agree(content: bytes) -> tuple[bool, bool]:
+    """(fast reader accepted, detailed reader accepted); fails if they disagree on rows."""
+    detailed = detailed_rows(content)
+    fast = fast_rows(content)
+    if fast is not None:
+        assert not isinstance(detailed, DocError), f"fast reader accepted: {detailed}"
+        assert fast == detailed
+    return fast is not None, not isinstance(detailed, DocError)
+
+
+def test_fast_reader_takes_the_example_documents(example_doc: Doc) -> None:
+    for doc in (example_doc, contract_example(), _with_extras(example_doc)):
+        assert agree(json.dumps(doc).encode()) == (True, True)
+        assert agree(json.dumps(doc, indent=2, ensure_ascii=False).encode()) == (True, True)
+
+
+@pytest.mark.parametrize(("kind", "index", "mutate", "below", "fragment"), OBJECT_CASES)
+def test_fast_reader_declines_every_refused_object(
+    example_doc: Doc, kind: str, index: int | None, mutate: Mutation, below: str, fragment: str
+) -> None:
+    mutate(_object(example_doc, kind, index)[0])
+    assert agree(json.dumps(example_doc).encode()) == (False, False)
+
+
+@pytest.mark.parametrize(("build", "path", "fragment"), DOCUMENT_CASES)
+def test_fast_reader_declines_every_refused_document(
+    example_doc: Doc, build: Callable[[Doc], Any], path: str, fragment: str
+) -> None:
+    content = build(example_doc)
+    if not isinstance(content, bytes):
+        content = json.dumps(content).encode()
+    assert agree(content) == (False, False)
+
+
+def _top_level(doc: Doc, extra: str) -> bytes:
+    return json.dumps(doc).encode()[:-1] + b", " + extra.encode() + b"}"
+
+
+def _member_text(doc: Doc, replace: str, by: str) -> bytes:
+    """The document with the first occurrence of `replace` in its JSON text replaced."""
+    text = json.dumps(doc)
+    assert replace in text
+    return text.replace(replace, by, 1).encode()
+
+
+def _lone_member(doc: Doc) -> Doc:
+    return dict(doc["members"][0], id="m-9", credentials=[])
+
+
+# (build from the example document, whether the detailed reader accepts it); the fast
+# reader declines where JSON parsers differ and accepts the rest.
+TRICKY_DOCUMENTS = [
+    # Repeated keys: ijson keeps the last value, msgspec checks every one.
+    pytest.param(
+        lambda d: _top_level(d, '"members": []'), True, False, id="members-twice-at-top-level"
+    ),
+    pytest.param(lambda d: _top_level(d, '"cursor": "c-2"'), True, False, id="cursor-twice"),
+    pytest.param(
+        lambda d: _member_text(d, '"kind": "member"', '"kind": "staff", "kind": "member"'),
+        True,
+        False,
+        id="bad-then-good-value-in-a-member",
+    ),
+    pytest.param(
+        lambda d: _member_text(d, '"kind": "member"', '"kind": "member", "kind": "staff"'),
+        False,
+        False,
+        id="good-then-bad-value-in-a-member",
+    ),
+    pytest.param(
+        lambda d: _member_text(d, '"kind": "member"', '"kind": "nonmember", "kind": "member"'),
+        True,
+        True,
+        id="two-good-values-in-a-member",
+    ),
+    # ijson's prefix for members' items names a top-level key too.
+    pytest.param(
+        lambda d: _top_level(d, '"members.item": ' + json.dumps(_lone_member(d))),
+        True,
+        False,
+        id="members-item-key",
+    ),
+    pytest.param(lambda d: _top_level(d, '"members.items": 1'), True, True, id="other-dotted-key"),
+    # ijson turns a lone surrogate into '?'; msgspec refuses it.
+    pytest.param(
+        lambda d: _member_text(d, '"Ada Lovelace"', '"Ada \\ud800"'), True, False, id="surrogate"
+    ),
+    pytest.param(
+        lambda d: _member_text(d, '"Ada Lovelace"', '"Ada \\ud83d\\ude00 \\u00e9\\n\\t\\"/"'),
+        True,
+        True,
+        id="escapes-in-a-name",
+    ),
+    pytest.param(
+        lambda d: _member_text(d, '"members"', '"memb\\u0065rs"'), True, True, id="escaped-key"
+    ),
+    pytest.param(
+        lambda d: b" \n\t" + json.dumps(d, indent="\t").encode() + b"\r\n",
+        True,
+        True,
+        id="whitespace-everywhere",
+    ),
+    pytest.param(lambda d: json.dumps(d).encode() + b" {}", False, False, id="trailing-value"),
+    pytest.param(lambda d: b"\xef\xbb\xbf" + json.dumps(d).encode(), False, False, id="bom"),
+    pytest.param(lambda d: b"[]", False, False, id="array"),
+    pytest.param(lambda d: b"{}", False, False, id="empty-object"),
+    pytest.param(lambda d: b"", False, False, id="empty"),
+]
+
+
+@pytest.mark.parametrize(("build", "detailed", "fast"), TRICKY_DOCUMENTS)
+def test_fast_reader_on_tricky_documents(
+    example_doc: Doc, build: Callable[[Doc], bytes], detailed: bool, fast: bool
+) -> None:
+    assert agree(build(example_doc)) == (fast, detailed)
+
+
+# Values that sit on either side of a rule, for every field of members and guests:
+# (valid, invalid). A generated object takes a valid value for most fields, so
+# that a good share of documents is accepted and their rows are compared too.
+_DATES = (
+    [
+        "2026-01-05",
+        "2025-12-31",
+        "2027-01-01",
+        "2026-01-05T10:00:00Z",  # written back as +00:00
+        "2026-01-05 10:00:00+01:00",  # written back with a T
+        "2026-01-05T10:00:00.5+01:00",  # written back as .500000
+        "2026-01-05T10:00:00.1234567+01:00",  # written back as .123456
+        "2026-01-05T10:00:00.123456-05:30",
+        "2026-01-05T23:30:00-10:00",
+        "2026-01-05T00:00:00+14:00",
+    ],
+    [
+        "2026-02-30",
+        "2026-1-5",
+        "2026-13-01",
+        "2026-01-05t10:00:00z",
+        "2026-01-05T10:00:00",
+        "2026-01-05T24:00:00+01:00",
+        "2026-01-05T10:00:00+25:00",
+        "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0665",
+        "",
+        20260105,
+    ],
+)
+_INSTANTS = ([d for d in _DATES[0] if len(d) > 10], ["2026-01-05", *_DATES[1]])
+# The same instants a day later: a guest's stay that does not end before it starts.
+_INSTANTS_LATER = ([t.replace("-05", "-06", 1) for t in _INSTANTS[0]], _INSTANTS[1])
+_IDS = (["m-x", "m-y", "x" * 64, "é" * 64, "\x7f", "😀"], ["x" * 65, "", "a\nb", "tab\t", 7, None])
+_NUMBERS = ([0, 1, 255, 4095, 65535, (1 << 19) - 1, (1 << 20) - 1], [-1, True, 1.0, 2.5, "1", None])
+_BITS = (
+    [0, 1, 255, 256, 4095, 4096, 65535, 65536, (1 << 19) - 1, 1 << 19, (1 << 20) - 1, 1 << 20],
+    [-1, True, 1.0, "1", 10**20],
+)
+_HMAC = "ab" * 32
+
+
+def _pick(draw: st.DrawFn, pools: tuple[list[Any], list[Any]]) -> Any:
+    valid, invalid = pools
+    # Hypothesis favours the ends of a range: a value inside it is the rare one.
+    if draw(st.integers(0, 19)) == 13:
+        return draw(st.sampled_from(invalid))
+    return draw(st.sampled_from(valid))
+
+
+def _opt(
+    draw: st.DrawFn, obj: dict[str, Any], key: str, pools: tuple[list[Any], list[Any]]
+) -> None:
+    """An optional field: absent, null or a value."""
+    roll = draw(st.integers(0, 3))
+    if roll == 1:
+        obj[key] = None
+    elif roll > 1:
+        obj[key] = _pick(draw, pools)
+
+
+def _req(
+    draw: st.DrawFn, obj: dict[str, Any], key: str, pools: tuple[list[Any], list[Any]]
+) -> None:
+    """A required field: present, but now and then missing."""
+    if draw(st.integers(0, 29)) != 13:
+        obj[key] = _pick(draw, pools)
+
+
+def _bad_list(draw: st.DrawFn, obj: dict[str, Any], key: str) -> None:
+    if draw(st.integers(0, 29)) == 13:
+        obj[key] = draw(st.sampled_from([None, {}, "x"]))
+
+
+@st.composite
+def _grants(draw: st.DrawFn) -> list[Any]:
+    out = []
+    for _ in range(draw(st.integers(0, 2))):
+        g: dict[str, Any] = {}
+        _req(draw, g, "group", (["members", "office-12"], ["nope", None, "members\n"]))
+        _req(draw, g, "schedule", (["always", "staffed"], ["nope", "\talways"]))
+        _opt(draw, g, "valid_from", _DATES)
+        _opt(draw, g, "valid_to", _DATES)
+        out.append(g)
+    return out
+
+
+@st.composite
+def _credentials(draw: st.DrawFn, number: int) -> list[Any]:
+    out = []
+    for i in range(draw(st.integers(0, 3))):
+        c: dict[str, Any] = {}
+        _req(draw, c, "id", ([f"c{i}", f"c{i}", "c0", "c\\n"], ["x" * 65, 1, "c\n"]))
+        _req(draw, c, "status", (["active", "disabled"], ["enabled"]))
+        kind = _pick(draw, (["card", "card", "pin"], ["face"]))
+        c["type"] = kind
+        if kind == "pin":
+            _req(draw, c, "pin_hmac", ([_HMAC, _HMAC.upper()], [_HMAC[:-1], "zz" * 32, None]))
+        else:
+            fmt = _pick(draw, (["H10301", "H10306", "C1000", "H10304", "raw"], ["H99999", None]))
+            c["format"] = fmt
+            if fmt == "raw":
+                _req(draw, c, "value", (["beef", "BEEF", f"{number:x}0a"], ["xyz", "", "0a\n"]))
+            else:
+                _req(draw, c, "facility_code", _BITS)
+                # mostly a card of this member's own, now and then one of the example's
+                _req(draw, c, "card_number", ([number * 7 + i, 3456], _BITS[1]))
+        if draw(st.integers(0, 9)) == 0:  # fields of the other types, checked all the same
+            _opt(draw, c, "value", (["0a"], ["zz"]))
+            _opt(draw, c, "facility_code", _BITS)
+        out.append(c)
+    return out
+
+
+@st.composite
+def _day_passes(draw: st.DrawFn) -> list[Any]:
+    out = []
+    for _ in range(draw(st.integers(0, 2))):
+        p: dict[str, Any] = {}
+        _req(draw, p, "id", (["d1", "d2"], ["", 3, "d\x01"]))
+        _opt(draw, p, "valid_from", _DATES)
+        _opt(draw, p, "valid_to", _DATES)
+        out.append(p)
+    return out
+
+
+@st.composite
+def _member(draw: st.DrawFn) -> Doc:
+    number = draw(st.integers(0, 10**6))
+    m: dict[str, Any] = {}
+    _req(draw, m, "id", ([f"m-{number}", f"m-{number}", *_IDS[0]], _IDS[1]))
+    _req(draw, m, "kind", (["member", "member", "nonmember"], ["guest"]))
+    _req(draw, m, "billing", ([{"status": "ok"}, {"status": "suspended"}], [None, {}]))
+    if "billing" in m and isinstance(m["billing"], dict) and draw(st.booleans()):
+        m["billing"]["status"] = "past_due"
+        _opt(draw, m["billing"], "grace_until", _INSTANTS)
+    if draw(st.booleans()):
+        m["name"] = draw(st.text(max_size=8)) if draw(st.integers(0, 19)) != 13 else None
+    _opt(draw, m, "company", (["acme", "initech"], ["nope", 5, "ac\x1fme"]))
+    _opt(
+        draw,
+        m,
+        "plan",
+        (["hot-desk"] if m.get("kind") != "nonmember" else [None], ["nope", "hot-desk\r"]),
+    )
+    if draw(st.booleans()):
+        m["company_manager"] = _pick(draw, ([True, False], [0, "yes", None]))
+    if draw(st.booleans()):
+        contract: dict[str, Any] = {}
+        _opt(draw, contract, "start", _DATES)
+        _opt(draw, contract, "end", _DATES)
+        m["contract"] = contract
+    _bad_list(draw, m, "contract")
+    for key, values in [
+        ("access", _grants()),
+        ("credentials", _credentials(number)),
+        ("day_passes", _day_passes()),
+    ]:
+        if draw(st.booleans()):
+            m[key] = draw(values)
+        _bad_list(draw, m, key)
+    for key in ("day_pass_balance", "credits"):
+        if draw(st.booleans()):
+            m[key] = _pick(draw, _NUMBERS)
+    if draw(st.booleans()):
+        m["x_future"] = {"a": [1.5, None, {"kind": "staff"}]}
+    return m
+
+
+@st.composite
+def _guest(draw: st.DrawFn) -> Doc:
+    number = draw(st.integers(0, 10**6))
+    g: dict[str, Any] = {}
+    _req(draw, g, "id", ([f"g-{number}"], ["g-9", "m-1001", "", 3, "g\f"]))
+    _req(draw, g, "host", (["m-1001", "m-1002"], ["g-9", "nope", None, "m-1001\b"]))
+    if draw(st.booleans()):
+        g["name"] = draw(st.text(max_size=8))
+    _req(draw, g, "valid_from", _INSTANTS)
+    _req(draw, g, "valid_to", _INSTANTS_LATER)
+    for key, values in [
+        ("access", _grants()),
+        ("credentials", _credentials(number)),
+        ("day_passes", _day_passes()),
+    ]:
+        if draw(st.booleans()):
+            g[key] = draw(values)
+        _bad_list(draw, g, key)
+    return g
+
+
+_EXAMPLE = json.dumps(example_site(DAY)[0])
+
+
+@settings(max_examples=500, deadline=None)
+@given(members=st.lists(_member(), max_size=3), guests=st.lists(_guest(), max_size=2))
+def test_fast_reader_agrees_with_the_detailed_one(members: list[Doc], guests: list[Doc]) -> None:
+    doc = json.loads(_EXAMPLE)
+    doc["members"] += members
+    doc["guests"] += guests
+    fast, detailed = agree(json.dumps(doc).encode())
+    event(f"detailed reader accepts: {detailed}")
+    assert fast == detailed  # and it leaves out nothing that json.dumps can write
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    member=_member(),
+    text=st.text(min_size=1, max_size=12),
+    # at which valid member of the example site the generated one goes in
+    at=st.integers(0, 12),
+)
+def test_fast_reader_agrees_on_names_and_order(member: Doc, text: str, at: int) -> None:
+    doc = json.loads(_EXAMPLE)
+    member["name"] = text
+    doc["members"].insert(at, member)
+    fast, detailed = agree(json.dumps(doc, ensure_ascii=False).encode())
+    assert fast == detailed
+
+
+def test_fast_structs_follow_the_models() -> None:
+    """Same fields in the same order: a struct encodes to the JSON its model dumps."""
+
+    def fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
+        return struct.__struct_fields__
+
+    assert fields(MemberData) == tuple(f for f in MemberDoc.model_fields if f != "credentials")
+    assert fields(GuestData) == tuple(f for f in GuestDoc.model_fields if f != "credentials")
+    for struct, model in [
+        (MemberF, MemberDoc),
+        (GuestF, GuestDoc),
+        (CredentialF, CredentialDoc),
+        (fastdoc.DayPassF, DayPassDoc),
+    ]:
+        assert set(fields(struct)) == set(model.model_fields), struct
+    for struct, model in [
+        (fastdoc.AccessF, Access),
+        (fastdoc.ContractF, Contract),
+        (fastdoc.BillingF, Billing),
+    ]:
+        assert fields(struct) == tuple(model.model_fields), struct

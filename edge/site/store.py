@@ -107,8 +107,25 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# Tables that hold one generation of synced state each.
-GENERATION_TABLES = ("objects", "holders", "credentials", "grants", "day_passes")
+# Tables that hold one generation of synced state each, with the key of a row
+# within its generation.
+GENERATION_KEYS = {
+    "objects": "kind, id",
+    "holders": "id",
+    "credentials": "holder, id",
+    "grants": "holder, seq",
+    "day_passes": "holder, id",
+}
+GENERATION_TABLES = tuple(GENERATION_KEYS)
+
+
+def drop_batch_sql(table: str) -> str:
+    """Delete at most `limit` rows of one generation; parameters (gen, gen, limit)."""
+    key = GENERATION_KEYS[table]
+    return (
+        f"DELETE FROM {table} WHERE gen = ? AND ({key}) IN "  # noqa: S608 - fixed names
+        f"(SELECT {key} FROM {table} WHERE gen = ? LIMIT ?)"
+    )
 
 
 class Store(SqliteStore):
@@ -143,25 +160,10 @@ class Store(SqliteStore):
     async def drop_generation(self, gen: int, batch: int = 5000) -> None:
         """Delete one generation in small transactions, so other writers are not held up."""
         for table in GENERATION_TABLES:
-            key = {
-                "objects": "kind, id",
-                "holders": "id",
-                "credentials": "holder, id",
-                "grants": "holder, seq",
-                "day_passes": "holder, id",
-            }[table]
             # Never touch the connection from the loop (db.total_changes and the
             # like take its mutex and wait for the writer's fsync): count via the write.
             while True:
-                deleted = await self.write(
-                    [
-                        (
-                            f"DELETE FROM {table} WHERE gen = ? AND ({key}) IN "  # noqa: S608
-                            f"(SELECT {key} FROM {table} WHERE gen = ? LIMIT ?)",
-                            (gen, gen, batch),
-                        )
-                    ]
-                )
+                deleted = await self.write([(drop_batch_sql(table), (gen, gen, batch))])
                 if deleted < batch:
                     break
 
