@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 
-from common import DecisionSampler, percentile, result, start_daemon, stop_daemon
+from common import DecisionSampler, PeakRss, percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
 from platform_bridge import PLATFORMS, bench_change, bench_full_sync, bench_idle, bench_usage
 from rooms import bench_rooms
@@ -177,8 +177,9 @@ def bench_import() -> None:
     document = snapshot(members)
     proc, _ = start_daemon(state, CONFIG)
     sampler = DecisionSampler(state / "admin.sock", members)
+    peak_rss = PeakRss(proc.pid)
     try:
-        with sampler:
+        with sampler, peak_rss:
             time.sleep(0.5)
             baseline = len(sampler.latencies)
             t0 = time.monotonic()
@@ -203,6 +204,8 @@ def bench_import() -> None:
     if r.returncode != 0:
         raise RuntimeError(f"import failed: {r.stderr}")
     during = sampler.latencies[baseline:]
+    # The daemon's staging child, `python -m edge.site.importer ...`.
+    staging = [mb for cmd, mb in peak_rss.peaks.items() if "edge.site.importer" in cmd]
     result(
         bench="import",
         members=members,
@@ -211,6 +214,7 @@ def bench_import() -> None:
         decide_p50_during_import_ms=f"{statistics.median(during):.2f}",
         decide_max_during_import_ms=f"{max(during):.1f}",
         samples=len(during),
+        import_peak_rss_mb=f"{max(staging):.0f}" if staging else "?",
     )
 
 

@@ -110,3 +110,46 @@ class DecisionSampler:
                 reader.readline()
                 self.latencies.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.002)
+
+
+class PeakRss:
+    """The peak resident set (the kernel's VmHWM) of each process under `pid`,
+    while a benchmark runs: the children and grandchildren that
+    `/proc/<pid>/task/*/children` lists, polled every 10 ms from a thread.
+    VmHWM never decreases, so a late poll still sees a process's peak; `peaks`
+    maps its command line to MB."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peaks: dict[str, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench.peak_rss")
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _children(self, pid: int) -> list[int]:
+        out = []
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                out += [int(c) for c in (task / "children").read_text().split()]
+        return out
+
+    def _run(self) -> None:
+        while not self._done.wait(0.01):
+            pending = self._children(self.pid)
+            while pending:
+                pid = pending.pop()
+                pending += self._children(pid)
+                with contextlib.suppress(OSError, ValueError):
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            name = cmdline.decode(errors="replace").strip()
+                            mb = int(line.split()[1]) / 1024
+                            self.peaks[name] = max(self.peaks.get(name, 0.0), mb)
