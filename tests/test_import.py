@@ -24,8 +24,9 @@ from edge.access.cards import parse_card_spec
 from edge.gateway import Gateway
 from edge.ops import views
 from edge.site.importer import commit_ops, stage_snapshot
+from edge.site.sqlite import migrate
 from edge.site.state import GatewayError
-from edge.site.store import GENERATION_TABLES, Store
+from edge.site.store import GENERATION_TABLES, MIGRATIONS, Store, insert_ops
 from hwsim.sitegen import CastMember, example_site
 from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
 from tests.test_syncdoc import contract_example
@@ -629,3 +630,15 @@ def test_contract_example_staged_by_either_reader_is_the_same(
     assert fast == slow
     guest = next(row for row in fast["holders"] if row[1] == "g-9")
     assert guest[11] == "2026-11-21T08:00:00+00:00"  # valid_from as the model writes it
+
+
+@pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 123])
+def test_rows_written_many_to_a_statement_end_as_one_by_one(count: int) -> None:
+    """A later row replaces an earlier one with its key, within a statement too."""
+    conn = sqlite3.connect(":memory:")
+    migrate(conn, MIGRATIONS)
+    rows = [(1, f"h{i % 7}", f"c{i % 13}", f"key-{i}", i % 2) for i in range(count)]
+    for sql, params in insert_ops("credentials", 5, rows):
+        conn.executemany(sql, params)
+    last = {(row[1], row[2]): row for row in rows}
+    assert sorted(conn.execute("SELECT * FROM credentials")) == sorted(last.values())
