@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edge.site.fastdoc import Declined, read_snapshot_fast
 from edge.site.sqlite import SqlOp, connect_sync
 from edge.site.store import GENERATION_TABLES, Rows, Store, drop_batch_sql
 from edge.site.syncdoc import DocError, _Doc, read_snapshot_file
@@ -145,6 +144,9 @@ def stage_into(conn: sqlite3.Connection, path: Path, gen: int, site_id: str) -> 
     again by the detailed one, which accepts it after all or refuses it with the
     path of its problem, worded as it always was.
     """
+    # Here, not at the top: the daemon imports this module, only the child reads.
+    from edge.site.fastdoc import Declined
+
     try:
         return _stage_fast(conn, path, gen, site_id)
     except Declined as exc:
@@ -174,6 +176,8 @@ def _write(conn: sqlite3.Connection, rows: Rows) -> None:
 
 
 def _stage_fast(conn: sqlite3.Connection, path: Path, gen: int, site_id: str) -> dict[str, Any]:
+    from edge.site.fastdoc import Declined, read_snapshot_fast
+
     objects = Rows.new(gen)
 
     def on_object(kind: str, obj: _Doc, _path: str) -> None:
