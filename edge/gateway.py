@@ -27,7 +27,11 @@ from edge.site.updates import SiteUpdates
 
 if TYPE_CHECKING:
     from edge.mqtt.broker import EmbeddedBroker
+    from edge.mqtt.door_commands import DoorCommandTopic
+    from edge.mqtt.doors import DoorStates
+    from edge.mqtt.hass_doors import DoorDiscovery
     from edge.mqtt.link import MqttLink
+    from edge.mqtt.occupancy import Occupancy
     from edge.rooms.controller import Rooms
     from edge.rooms.panels import Panels
     from edge.rooms.wifi import GuestWifi
@@ -63,10 +67,15 @@ class Gateway:
         self.rooms: Rooms | None = None
         self.panels: Panels | None = None
         self.wifi: GuestWifi | None = None
+        self.door_states: DoorStates | None = None
+        self.occupancy: Occupancy | None = None
+        self.door_discovery: DoorDiscovery | None = None
+        self.door_commands: DoorCommandTopic | None = None
         if config.uses_mqtt:
             self._build_mqtt()
 
     def _build_mqtt(self) -> None:
+        from edge.mqtt.doors import DoorStates
         from edge.mqtt.link import MqttLink, Will
         from edge.mqtt.topics import topic
         from edge.rooms.controller import Rooms
@@ -82,6 +91,16 @@ class Gateway:
         self._availability = topic("gateway_state", site=cfg.site.id, gateway=cfg.gateway.id)
         self.mqtt.will = Will(self._availability, OFFLINE)
         self.mqtt.on_connect(self._announce_online)
+        doors = self.access.doors
+        self.door_states = DoorStates(
+            self.mqtt,
+            cfg.site.id,
+            lambda: sorted(set(self.site.index.doors) | set(doors.controllers)),
+            doors.state_of,
+        )
+        doors.observers.append(self.door_states.changed)
+        self.access.reader_observers.append(self.door_states.changed)
+        self._build_doors_mqtt()
         rooms = Rooms(self.site, self.recorder, self.access, self.mqtt)
         self.rooms = rooms
         panels = Panels(rooms)
@@ -94,7 +113,29 @@ class Gateway:
 
             self.wifi = GuestWifi(self.site, cfg.wifi, self.mqtt, rooms.set_wifi)
 
+    def _build_doors_mqtt(self) -> None:
+        """Occupancy, and the doors in Home Assistant: discovery, commands (if allowed)."""
+        from edge.mqtt.occupancy import Occupancy
+
+        assert self.mqtt is not None
+        ha = self.config.homeassistant
+        self.occupancy = Occupancy(self.mqtt, self.site, self.recorder)
+        if ha.discovery:
+            from edge.mqtt.hass_doors import DoorDiscovery
+
+            self.door_discovery = DoorDiscovery(self.site, self.mqtt)
+        if ha.door_commands:
+            from edge.access.remote import DoorRemote
+            from edge.mqtt.door_commands import DoorCommandTopic
+
+            remote = DoorRemote(self.access)
+            self.door_commands = DoorCommandTopic(
+                self.mqtt, self.config.site.id, remote, self.recorder
+            )
+
     def _rooms_follow(self, change: SiteChange) -> None:
+        if self.door_states is not None and (change.index or change.entitlements):
+            self.door_states.refresh_all()  # doors come and go with the site
         if self.rooms is not None and (change.index or change.bookings):
             self.rooms.index_changed()
         if self.wifi is not None and change.index:
@@ -130,6 +171,8 @@ class Gateway:
                 self.sync.attach(self.mqtt)
             if self.panels is not None:
                 await self.panels.start()  # spent credits loaded before any request
+            if self.occupancy is not None:
+                await self.occupancy.start()
             await self.mqtt.start()
             if self.rooms is not None:
                 await self.rooms.start()
@@ -148,6 +191,10 @@ class Gateway:
             await self.rooms.stop()
         if self.sync is not None:
             await self.sync.stop()
+        if self.door_commands is not None:
+            await self.door_commands.stop()
+        if self.occupancy is not None:
+            await self.occupancy.stop()
         if self.mqtt is not None:
             await self.mqtt.stop(farewell=(self._availability, OFFLINE))
         if self.broker is not None:

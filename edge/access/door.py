@@ -171,6 +171,33 @@ class DoorMachine:
 
     # --- views ---------------------------------------------------------------------
 
+    def summary(self, now: float) -> dict[str, object]:
+        """The door's state as data (MQTT, Home Assistant): lock, cause, contact, alarm."""
+        cause: str | None
+        if self.lockdown:
+            lock, cause = "locked", "lockdown"
+        elif self.schedule_unlocked:
+            lock, cause = "unlocked", "schedule"
+        elif self.unlocked_until is not None and now < self.unlocked_until:
+            lock, cause = "unlocked", self.unlock_cause
+        else:
+            lock, cause = "locked", None
+        contact = None
+        alarm = None
+        if self.has_contact and self.contact_open is not None:
+            contact = "open" if self.contact_open else "closed"
+            if self.contact_open and self.held_sent:
+                alarm = "held_open"
+            elif self.contact_open and not self.authorised_open:
+                alarm = "forced"
+        return {
+            "lock": lock,
+            "cause": cause,
+            "lockdown": self.lockdown,
+            "contact": contact,
+            "alarm": alarm,
+        }
+
     def state(self, now: float) -> str:
         """The door's state in words, for `edgectl status`."""
         if self.lockdown:

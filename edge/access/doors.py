@@ -95,8 +95,16 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
 class DoorController:
-    def __init__(self, door: str, hw: DoorHardware | None, emit: Emit, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        door: str,
+        hw: DoorHardware | None,
+        emit: Emit,
+        spawn: Spawn,
+        changed: Callable[[str], None] = lambda _door: None,
+    ) -> None:
         self.door = door
+        self.changed = changed
         self.hw = hw
         self.emit = emit
         self.spawn = spawn
@@ -161,6 +169,7 @@ class DoorController:
                 for r in self.readers:
                     self.spawn(r.feedback(False), f"reader[{r.name}].prealarm")
         self._arm()
+        self.changed(self.door)
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -229,10 +238,13 @@ class Doors:
         self.hardware = hardware
         self.emit = emit
         self.controllers: dict[str, DoorController] = {}
+        # Told (with the door's id) after anything may have changed a door's state.
+        # Told (with the door's id) when its state may have changed: MQTT, the console.
+        self.observers: list[Callable[[str], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         for door_id, hw in config.doors.items():
-            ctl = DoorController(door_id, hw, emit, self.spawn)
+            ctl = DoorController(door_id, hw, emit, self.spawn, self._changed)
             self.controllers[door_id] = ctl
             if hardware is not None:
                 self._wire(ctl, hw, hardware)
@@ -255,7 +267,8 @@ class Doors:
     def controller(self, door: str) -> DoorController:
         ctl = self.controllers.get(door)
         if ctl is None:
-            ctl = self.controllers[door] = DoorController(door, None, self.emit, self.spawn)
+            ctl = DoorController(door, None, self.emit, self.spawn, self._changed)
+            self.controllers[door] = ctl
         return ctl
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -317,6 +330,21 @@ class Doors:
 
     def view(self, door: str) -> dict[str, Any]:
         return self.controller(door).view()
+
+    def _changed(self, door: str) -> None:
+        for observer in self.observers:
+            observer(door)
+
+    def state_of(self, door: str) -> dict[str, Any]:
+        """A door's state as published on MQTT: the machine's summary, its readers'
+        availability and its faults in words."""
+        ctl = self.controller(door)
+        faults = ctl.faults()
+        return {
+            **ctl.machine.summary(ctl.now()),
+            "readers": {r.name: r.online for r in ctl.readers},
+            "fault": "; ".join(faults) if faults else None,
+        }
 
 
 def _bus_fault(hardware: Hardware, bus: str, what: str) -> Callable[[], str | None]:

@@ -4,8 +4,9 @@ With `[homeassistant] discovery = true` the gateway announces, retained under
 `<prefix>/<component>/<object>/config`, one sensor per room (its phase, with
 the panel state as attributes) and one binary sensor per device (on/off as
 the gateway last confirmed it), all unavailable when the gateway is. Home
-Assistant reads the gateway's own retained topics; it never commands through
-them: Tasmota and Zigbee2MQTT announce their devices themselves.
+Assistant reads the gateway's own retained topics; it never commands rooms or
+devices through them: Tasmota and Zigbee2MQTT announce their devices
+themselves. The doors, their readers and the occupancy are `hass_doors.py`'s.
 """
 
 from __future__ import annotations
@@ -16,34 +17,50 @@ from typing import TYPE_CHECKING
 from edge.mqtt.topics import topic
 
 if TYPE_CHECKING:
+    from edge.config import Config
     from edge.mqtt.link import MqttLink
     from edge.site.state import SiteState
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).lower()
 
 
-def discovery_messages(site_state: SiteState) -> list[tuple[str, dict[str, object]]]:
-    cfg = site_state.config
-    site, gateway = cfg.site.id, cfg.gateway.id
-    prefix = cfg.homeassistant.prefix
-    node = f"edge_{_slug(site)}_{_slug(gateway)}"
-    device = {
-        "identifiers": [node],
-        "name": f"Edge gateway {site}/{gateway}",
+def node_id(cfg: Config) -> str:
+    """The prefix of every object id and unique id: stable for a site and gateway."""
+    return f"edge_{slug(cfg.site.id)}_{slug(cfg.gateway.id)}"
+
+
+def gateway_device(cfg: Config) -> dict[str, object]:
+    """The device every entity of this gateway belongs to."""
+    return {
+        "identifiers": [node_id(cfg)],
+        "name": f"Edge gateway {cfg.site.id}/{cfg.gateway.id}",
         "manufacturer": "edge-gateway",
     }
-    availability = {
-        "availability_topic": topic("gateway_state", site=site, gateway=gateway),
+
+
+def gateway_availability(cfg: Config) -> dict[str, object]:
+    """Every entity is unavailable when the gateway is (its retained state, last will)."""
+    return {
+        "availability_topic": topic("gateway_state", site=cfg.site.id, gateway=cfg.gateway.id),
         "availability_template": "{{ value_json.state }}",
         "payload_available": "online",
         "payload_not_available": "offline",
     }
+
+
+def discovery_messages(site_state: SiteState) -> list[tuple[str, dict[str, object]]]:
+    cfg = site_state.config
+    site = cfg.site.id
+    prefix = cfg.homeassistant.prefix
+    node = node_id(cfg)
+    device = gateway_device(cfg)
+    availability = gateway_availability(cfg)
     out: list[tuple[str, dict[str, object]]] = []
     for rid, room in sorted(site_state.index.rooms.items()):
         state = topic("room_state", site=site, room=rid)
-        oid = f"{node}_room_{_slug(rid)}"
+        oid = f"{node}_room_{slug(rid)}"
         out.append(
             (
                 f"{prefix}/sensor/{oid}/config",
@@ -62,7 +79,7 @@ def discovery_messages(site_state: SiteState) -> list[tuple[str, dict[str, objec
     for name, dc in sorted(cfg.devices.items()):
         if dc.type == "modbus_hvac":
             continue
-        oid = f"{node}_device_{_slug(name)}"
+        oid = f"{node}_device_{slug(name)}"
         out.append(
             (
                 f"{prefix}/binary_sensor/{oid}/config",

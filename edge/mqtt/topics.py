@@ -7,13 +7,15 @@ firmware and live with their dialects in `drivers/mqtt_devices.py`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    pattern: str  # {site}, {gateway}, {room}, {op}, {device}, {prefix}, {kind}, {object}
+    # {site}, {gateway}, {room}, {op}, {device}, {door}, {host}, {prefix}, {kind}, {object}
+    pattern: str
     direction: Literal["in", "out"]  # seen from the gateway
     retained: bool
     qos: int
@@ -59,12 +61,42 @@ TOPICS: dict[str, Topic] = {
         1,
         '{"on", "desired", "available", "fault", "room"}',
     ),
+    "door_state": Topic(
+        "edge/{site}/doors/{door}/state",
+        "out",
+        True,
+        1,
+        '{"door", "lock", "cause", "lockdown", "contact", "alarm", "readers", "fault"}',
+    ),
+    "door_command": Topic(
+        "edge/{site}/doors/{door}/command",
+        "in",
+        False,
+        0,
+        '"UNLOCK", "LOCK" or {"action": "unlock"|"lock", "seconds", "by"}; only with '
+        "[homeassistant] door_commands = true, reserved to admin users by the broker's ACL",
+    ),
+    "occupancy": Topic(
+        "edge/{site}/occupancy",
+        "out",
+        True,
+        1,
+        '{"count", "by_area": {door: count}}: people on site, at most once a second',
+    ),
     "wifi_guest": Topic(
         "edge/{site}/wifi/guest",
         "out",
         True,
         1,
         '{"ssid", "passphrase", "since", "until"}: for the access point adapter',
+    ),
+    "guest_arrived": Topic(
+        "edge/{site}/guests/{host}/arrived",
+        "out",
+        False,
+        1,
+        '{"guest", "first_name", "at", "via": "reception"}: tells the host (a member id) '
+        "that their guest checked in at the lobby's reception screen",
     ),
     "hass_discovery": Topic(
         "{prefix}/{kind}/{object}/config",
@@ -84,7 +116,4 @@ def topic(name: str, **fields: str) -> str:
 
 def subscription(name: str, **fields: str) -> str:
     """The pattern with every field not given as a single-level wildcard."""
-    t = TOPICS[name].pattern
-    for key in ("site", "gateway", "room", "op", "device", "prefix", "kind", "object"):
-        t = t.replace("{" + key + "}", fields.get(key, "+"))
-    return t
+    return re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], "+"), TOPICS[name].pattern)
