@@ -230,10 +230,66 @@ class WifiConfig(_Section):
     on_panels: bool = True
 
 
+class WebConfig(_Section):
+    """The web server on the daemon's loop: `/metrics` (and the pages to come)."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"  # noqa: S104 (listening on the site's network is the point)
+    port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    # TLS with a self-signed certificate made at first start (<state_dir>/web/),
+    # or the operator's own: cert_file and key_file (PEM). Plain HTTP
+    # (tls = false) is allowed on a loopback address only.
+    tls: bool = True
+    cert_file: PathOption | None = None
+    key_file: PathOption | None = None
+    # Bodies larger than this are refused with 413 before they are read.
+    max_body_kb: Annotated[int, Field(ge=1, le=10240)] = 64
+    # Console sessions end after this long idle, and after session_hours in any case.
+    idle_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 120
+    session_hours: Annotated[int, Field(ge=1, le=24 * 7)] = 12
+    # A console account is locked for lockout_minutes after this many wrong
+    # passwords in a row; a client address gets login_per_minute attempts.
+    lockout_after: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    login_per_minute: Annotated[int, Field(ge=1, le=600)] = 10
+    # A panel pairing code from `edgectl panel pair` is good for this long.
+    pairing_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> WebConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (or neither: self-signed)")
+        if not self.tls and not _loopback(self.host):
+            raise ValueError(
+                f"tls = false is allowed on a loopback address only, not on {self.host!r} "
+                "(use 127.0.0.1 or ::1, or keep tls = true)"
+            )
+        return self
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HomeAssistantConfig(_Section):
     # Publish Home Assistant MQTT discovery for rooms, doors and devices.
     discovery: bool = False
     prefix: Annotated[str, Field(pattern=r"^[^\s#+]+$")] = "homeassistant"
+    # Take "UNLOCK"/"LOCK" on edge/<site>/doors/<door>/command (and announce
+    # the doors as locks Home Assistant can open). Off: doors are read-only.
+    # Only safe with a broker ACL that reserves the topic to admin users
+    # (docs/mosquitto-acl.example): MQTT does not tell who published.
+    door_commands: bool = False
+    # Occupancy: someone granted entry counts as on site for this long (or
+    # until an exit reader's grant, or the end of the site's day).
+    occupancy_hours: Annotated[float, Field(gt=0, le=24)] = 8
 
 
 # --- hardware ----------------------------------------------------------------------------
@@ -394,12 +450,15 @@ class Config(_Section):
     devices: dict[Identifier, DeviceConfig] = {}
     wifi: WifiConfig | None = None
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def uses_mqtt(self) -> bool:
         """Whether the gateway connects to the site broker at all."""
         push = self.cloud is not None and self.cloud.push
-        return push or bool(self.rooms or self.devices or self.wifi) or self.mqtt.embedded
+        ha = self.homeassistant
+        users = bool(self.rooms or self.devices or self.wifi) or ha.discovery or ha.door_commands
+        return push or users or self.mqtt.embedded
 
     def state_dir(self, override: Path | None = None) -> Path:
         if override is not None:

@@ -189,10 +189,18 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
     write_secret(state_dir, "pin_key", EXAMPLE_PIN_KEY.hex().encode())
     hw.site.provision(state_dir)
     mqtt_port = free_port()
+    web_port = free_port()
     assert hvac.tcp_port is not None
     config = work / "gateway.toml"
+    web = f'[web]\nenabled = true\nhost = "127.0.0.1"\nport = {web_port}\n'
     config.write_text(
-        CONFIG + "\n" + rooms_config(mqtt_port, hvac.tcp_port) + "\n" + hw.site.config()
+        CONFIG
+        + "\n"
+        + rooms_config(mqtt_port, hvac.tcp_port)
+        + "\n"
+        + web
+        + "\n"
+        + hw.site.config()
     )
     day = reference_monday(date.today())
     doc, cast = example_site(day)
@@ -248,6 +256,11 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
                 print(log_path.read_text(), file=sys.stderr)
                 return 1
             room.start()  # the devices find the broker once the daemon has started it
+            web_status = json.loads(demo.ctl("status", "--json", show=False).stdout)["web"]
+            print(
+                f"   web: {web_status.get('url')}metrics (self-signed certificate, "
+                f"SHA-256 {web_status.get('fingerprint')})"
+            )
             _script(demo, snapshot, day)
             _doors(demo, hw)
             _admin(demo, hw)

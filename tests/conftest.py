@@ -199,9 +199,11 @@ class Daemon:
         *args: str,
         check: bool = True,
         timeout: float = 120,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
             [sys.executable, "-m", "edge.ops.edgectl", "--state-dir", str(self.state_dir), *args],
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -277,3 +279,57 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+# --- a browser --------------------------------------------------------------------
+# Chromium starts once per session; each test gets a fresh context. Inside a
+# browser test Playwright's loop is marked running from the point where `browser`
+# or `page` is set up (tests/browser.py says why): a fixture that calls
+# asyncio.run() must come before them in the test's arguments.
+
+# Imported here, below the rest, so that this section is self-contained.
+from typing import TYPE_CHECKING  # noqa: E402
+
+from tests.browser import (  # noqa: E402
+    VIEWPORT,
+    BrowserUnavailable,
+    SharedChromium,
+    chromium_executable,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[SharedChromium]:
+    """The session's Chromium, launched once; tests use `browser` or `page`."""
+    try:
+        shared = SharedChromium(chromium_executable())
+        shared.start()
+    except BrowserUnavailable as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)  # not a skip: a suite without it is not green
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def browser(chromium: SharedChromium) -> Iterator[Browser]:
+    """The session's Chromium, ready for this test's Playwright calls."""
+    with chromium.in_use() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a context of its own (self-signed certificates accepted), closed
+    after the test."""
+    context = browser.new_context(ignore_https_errors=True, viewport=VIEWPORT)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -22,11 +22,11 @@ import pytest
 
 from edge.access.cards import parse_card_spec
 from edge.gateway import Gateway
-from edge.ops import views
 from edge.site.importer import commit_ops, stage_snapshot
 from edge.site.sqlite import migrate
 from edge.site.state import GatewayError
 from edge.site.store import GENERATION_TABLES, MIGRATIONS, Store, insert_ops
+from edge.web import views
 from hwsim.sitegen import CastMember, example_site
 from tests.conftest import DAY, at, gateway_config, run_async, started_gateway
 from tests.test_syncdoc import contract_example

@@ -56,6 +56,13 @@ class AccessService:
         self.config: Config = config
         self.pin_key: bytes | None = None
         self.rooms: RoomHooks | None = None
+        # Told (with the door's id) when one of a door's readers comes or goes.
+        self.reader_observers: list[Callable[[str], None]] = []
+        # Called after each real decision with how long `decide` took (s).
+        self.observers: list[Callable[[Decision, float], None]] = []
+        # A room panel waiting for a badge as identity: the next card or PIN at
+        # the door's readers goes to it once (and is still decided as usual).
+        self.taps: dict[str, Callable[[tuple[str, ...], str | None], None]] = {}
         self.hardware = (
             Hardware(config, site.state_dir, self) if config.buses or config.readers else None
         )
@@ -113,12 +120,20 @@ class AccessService:
 
     async def present(self, p: Presentation, port: ReaderPort | None = None) -> Decision:
         """A real presentation: decide, apply, record, open the door once usage is durable."""
+        t0 = time.perf_counter()
         decision = decide(self.site.index, self.site.state, p)
+        took = time.perf_counter() - t0
         durable = self._apply(decision, port)
         if durable is not None:
             await asyncio.shield(durable)
         self._open(decision, port)
+        self._observe(decision, took)
         return decision
+
+    def _observe(self, d: Decision, took: float) -> None:
+        """Tell the observers (metrics) of a real decision and how long `decide` took."""
+        for observer in self.observers:
+            observer(d, took)
 
     def _open(self, d: Decision, port: ReaderPort | None) -> None:
         """After a decision: the strike, the reader's feedback, a first-person-in schedule."""
@@ -136,13 +151,18 @@ class AccessService:
         if port.door is None:
             log.warning("%s: presentation ignored: the reader serves no door", port.name)
             return
+        tap = self.taps.pop(port.door, None)
+        if tap is not None:  # after this decision, not before it
+            asyncio.get_running_loop().call_soon(tap, shown.cards, shown.pin)
         try:
             p = self.presentation(port.door, shown.cards, shown.pin)
         except GatewayError as exc:
             log.error("%s: %s", port.name, exc)
             self.doors.decided(port.door, False, False, port)
             return
+        t0 = time.perf_counter()
         decision = decide(self.site.index, self.site.state, p)
+        took = time.perf_counter() - t0
 
         def open_first(usage: bool) -> None:
             # Effects are applied; nothing is queued to the writer yet, so the strike
@@ -151,6 +171,7 @@ class AccessService:
                 self._open(decision, port)
 
         durable = self._apply(decision, port, open_first)
+        self._observe(decision, took)
         if durable is None:
             return
 
@@ -163,6 +184,9 @@ class AccessService:
         task.add_done_callback(self._door_tasks.discard)
 
     def reader_changed(self, port: ReaderPort, online: bool, first: bool) -> None:
+        if port.door is not None:
+            for observer in self.reader_observers:
+                observer(port.door)
         if online and first:
             log.info("%s: online (%s)", port.name, port.detail or "ready")
             return
@@ -270,23 +294,7 @@ class AccessService:
                 )
             )
         if e.guest_entry is not None and d.holder is not None:
-            st.guest_days.add((d.holder, e.guest_entry))
-            host = self.site.index.holders[d.holder].host
-            ev = rec.event(
-                "usage.guest_entry",
-                d.at,
-                door=d.door,
-                holder=d.holder,
-                details={"host": host, "date": e.guest_entry.isoformat()},
-            )
-            events.append(ev)
-            ops.append(
-                (
-                    "INSERT OR REPLACE INTO guest_entries (holder, day, event_id, at) "
-                    "VALUES (?,?,?,?)",
-                    (d.holder, e.guest_entry.isoformat(), ev["id"], d.at),
-                )
-            )
+            self._guest_entry_records(d.holder, e.guest_entry, d.door, d.at, events, ops)
         if e.check_in is not None and d.holder is not None:
             self._check_in_records(e.check_in, d.holder, d.door, d.at, events, ops)
         if self.rooms is not None:
@@ -322,6 +330,51 @@ class AccessService:
         else:
             rec.record(events, ops)
         return None
+
+    # --- guests -------------------------------------------------------------------
+
+    def _guest_entry_records(
+        self,
+        holder: str,
+        day: date,
+        door: str | None,
+        at: float,
+        events: list[dict[str, Any]],
+        ops: list[SqlOp],
+        via: str | None = None,
+    ) -> None:
+        """A guest's first entry of a site-local day: billed to the host, once."""
+        self.site.state.guest_days.add((holder, day))
+        host = self.site.index.holders[holder].host
+        details: dict[str, Any] = {"host": host, "date": day.isoformat()}
+        if via is not None:
+            details["via"] = via
+        ev = self.recorder.event("usage.guest_entry", at, door=door, holder=holder, details=details)
+        events.append(ev)
+        ops.append(
+            (
+                "INSERT OR REPLACE INTO guest_entries (holder, day, event_id, at) VALUES (?,?,?,?)",
+                (holder, day.isoformat(), ev["id"], at),
+            )
+        )
+
+    def guest_arrived(self, holder: str, at: float, via: str) -> asyncio.Future[int] | None:
+        """A guest announced somewhere other than a door (the lobby's reception
+        screen): the same rule as a door's grant, so the first arrival of a
+        site-local day, here or at a door, is the one `usage.guest_entry` of that
+        day. The future resolves once it is durable; None when the day is billed
+        already. Whether the guest is expected now is the caller's to check."""
+        ix = self.site.index
+        h = ix.holders.get(holder)
+        if h is None or h.kind != "guest":
+            raise GatewayError("not_found", f"no guest {holder!r} on this site")
+        day = datetime.fromtimestamp(at, ix.tz).date()
+        if (holder, day) in self.site.state.guest_days:
+            return None
+        events: list[dict[str, Any]] = []
+        ops: list[SqlOp] = []
+        self._guest_entry_records(holder, day, None, at, events, ops, via=via)
+        return self.recorder.record(events, ops)
 
     # --- check-ins ----------------------------------------------------------------
 

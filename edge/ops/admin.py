@@ -29,9 +29,10 @@ from typing import Any
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
 from edge.gateway import Gateway
-from edge.ops import views
 from edge.site.state import Actor, GatewayError
 from edge.timeutil import iso_instant, parse_instant
+from edge.web import views
+from edge.web.accounts import Accounts
 
 log = logging.getLogger("edge.admin")
 
@@ -220,12 +221,22 @@ async def _unlock(server: AdminServer, call: Call) -> Any:
 async def _audit(server: AdminServer, call: Call) -> Any:
     limit = _limit(call)
     rows = await server.gateway.site.store.fetchall(
-        "SELECT seq, at, uid, pid, method, params, outcome FROM audit ORDER BY seq DESC LIMIT ?",
+        "SELECT seq, at, actor, uid, pid, method, params, outcome FROM audit "
+        "ORDER BY seq DESC LIMIT ?",
         (limit,),
     )
     return [
-        {"seq": s, "at": a, "uid": u, "pid": p, "method": m, "params": json.loads(pa), "outcome": o}
-        for s, a, u, p, m, pa, o in reversed(rows)
+        {
+            "seq": s,
+            "at": a,
+            "actor": who,
+            "uid": u,
+            "pid": p,
+            "method": m,
+            "params": json.loads(pa),
+            "outcome": o,
+        }
+        for s, a, who, u, p, m, pa, o in reversed(rows)
     ]
 
 
@@ -302,6 +313,66 @@ async def _outbox(server: AdminServer, call: Call) -> Any:
     }
 
 
+# --- web console accounts and panels ---------------------------------------------------
+
+
+def _accounts(server: AdminServer) -> Accounts:
+    if server.accounts is None:
+        raise GatewayError("not_configured", "web accounts are not available")
+    return server.accounts
+
+
+@method("user.list", False, "the web console's accounts, their roles and lockouts")
+async def _user_list(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).users()
+
+
+@method("user.add", True, "add a web console account (params: name, role, password)")
+async def _user_add(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).add_user(
+        _param(call, "name", str),
+        _param(call, "role", str),
+        _param(call, "password", str),
+        call.actor,
+    )
+
+
+@method("user.passwd", True, "set a console account's password; ends its sessions")
+async def _user_passwd(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).set_password(
+        _param(call, "name", str), _param(call, "password", str), call.actor
+    )
+
+
+@method("user.role", True, "set a console account's role (viewer, operator, admin)")
+async def _user_role(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).set_role(
+        _param(call, "name", str), _param(call, "role", str), call.actor
+    )
+
+
+@method("user.remove", True, "remove a console account; ends its sessions")
+async def _user_remove(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).remove_user(_param(call, "name", str), call.actor)
+
+
+@method("panel.pair", True, "a one-time code that pairs a tablet to a room (or 'reception')")
+async def _panel_pair(server: AdminServer, call: Call) -> Any:
+    result = await _accounts(server).pair(_param(call, "room", str), call.actor)
+    result["web"] = views.web_view(server.gateway)
+    return result
+
+
+@method("panel.list", False, "paired panels and pending pairing codes")
+async def _panel_list(server: AdminServer, call: Call) -> Any:
+    return _accounts(server).pairing_list()
+
+
+@method("panel.revoke", True, "revoke a panel's pairing; its screen disconnects at once")
+async def _panel_revoke(server: AdminServer, call: Call) -> Any:
+    return await _accounts(server).revoke(_param(call, "id", str), call.actor)
+
+
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
     await writer.drain()
@@ -323,6 +394,8 @@ def _audit_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in params.items() if k != "payload_bytes"}
     if "pin" in out:
         out["pin"] = "***"  # PIN digits are never stored or logged
+    if "password" in out:
+        out["password"] = "***"  # noqa: S105 - nor passwords
     return out
 
 
@@ -331,6 +404,7 @@ class AdminServer:
         self.gateway = gateway
         self.path = path
         self.mode = mode
+        self.accounts: Accounts | None = None
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
 

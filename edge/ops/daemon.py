@@ -17,6 +17,8 @@ from edge.config import Config
 from edge.gateway import Gateway
 from edge.ops import systemd
 from edge.ops.admin import AdminServer
+from edge.web.accounts import Accounts
+from edge.web.server import WebServer
 
 log = logging.getLogger("edge.daemon")
 
@@ -47,10 +49,17 @@ async def run(config: Config, state_dir: Path) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     gateway = Gateway(config, state_dir)
+    rooms = gateway.rooms
+    accounts = Accounts(gateway.recorder, config.web, lambda: rooms.rooms if rooms else {})
     admin = AdminServer(gateway, config.admin_socket(state_dir), int(config.admin.socket_mode, 8))
+    admin.accounts = accounts
+    web = WebServer(gateway, config, state_dir, accounts) if config.web.enabled else None
     await gateway.start()
     try:
+        await accounts.start()
         await admin.start()
+        if web is not None:
+            await web.start()
         systemd.notify(f"READY=1\nSTATUS=serving site {gateway.site.index.site_id or '(none)'}")
         async with asyncio.TaskGroup() as tasks:
             interval = systemd.watchdog_interval()
@@ -67,6 +76,8 @@ async def run(config: Config, state_dir: Path) -> int:
             if watchdog is not None:
                 watchdog.cancel()
     finally:
+        if web is not None:
+            await web.stop()
         await admin.stop()
         await gateway.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):

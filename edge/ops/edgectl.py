@@ -7,6 +7,7 @@ command or argument, 3 the gateway cannot be reached.
 from __future__ import annotations
 
 import argparse
+import getpass
 import itertools
 import json
 import os
@@ -122,6 +123,10 @@ def _human_status(s: dict[str, Any]) -> None:
     print(f"PIN key:     {'provisioned' if s['pin_key'] else 'MISSING (PIN entry refused)'}")
     if s["lockdown"]:
         print("LOCKDOWN:    whole site")
+    web = s.get("web")
+    if web:
+        tls_note = f"  (certificate SHA-256 {web['fingerprint']})" if web["fingerprint"] else ""
+        print(f"web:         {web['url']}{tls_note}")
     if s.get("synced_at"):
         print(f"synced:      {s['synced_at']} ({_duration(s['cache_age_s'])} ago)")
     cloud = s.get("cloud")
@@ -255,7 +260,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outbox", parents=[common], help="events not yet delivered to the cloud")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--state", choices=["pending", "rejected"])
+    p = sub.add_parser("user", parents=[common], help="web console accounts")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    usub.add_parser("list", parents=[common], help="accounts, roles, lockouts")
+    for name, help_ in (("add", "add an account"), ("passwd", "set an account's password")):
+        p = usub.add_parser(name, parents=[common], help=help_)
+        p.add_argument("name")
+        if name == "add":
+            p.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+        p.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+    p = usub.add_parser("role", parents=[common], help="set an account's role")
+    p.add_argument("name")
+    p.add_argument("role", choices=["viewer", "operator", "admin"])
+    p = usub.add_parser("remove", parents=[common], help="remove an account")
+    p.add_argument("name")
+    p = sub.add_parser("panel", parents=[common], help="room panels and the reception screen")
+    psub = p.add_subparsers(dest="panel_command", required=True)
+    p = psub.add_parser("pair", parents=[common], help="a one-time pairing code for a tablet")
+    p.add_argument("room", help="the room's id, or 'reception' for the lobby screen")
+    psub.add_parser("list", parents=[common], help="pairings and their state")
+    p = psub.add_parser("revoke", parents=[common], help="revoke a pairing (by its id)")
+    p.add_argument("id")
     return parser
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise UsageError("the two passwords differ")
+    return first
+
+
+class UsageError(Exception):
+    pass
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
@@ -333,7 +374,8 @@ def run(args: argparse.Namespace, client: Client) -> int:
         else:
             for a in result:
                 print(
-                    f"{a['at']} uid={a['uid']} {a['method']} {json.dumps(a['params'])} "
+                    f"{a['at']} {a['actor'] or 'uid=' + str(a['uid'])} {a['method']} "
+                    f"{json.dumps(a['params'])} "
                     f"-> {a['outcome']}"
                 )
     elif cmd == "sync":
@@ -366,7 +408,78 @@ def run(args: argparse.Namespace, client: Client) -> int:
             for e in result["events"]:
                 why = f"  REJECTED: {e['error']}" if e["state"] == "rejected" else ""
                 print(f"  {_event_line(e['event'])}{why}")
+    elif cmd == "user":
+        _user(args, client, out)
+    elif cmd == "panel":
+        _panel(args, client, out)
     return EXIT_OK
+
+
+def _user(args: argparse.Namespace, client: Client, out: Any) -> None:
+    ucmd = args.user_command
+    if ucmd == "list":
+        users = client.call("user.list")
+        if out:
+            out(users)
+            return
+        for u in users:
+            locked = "  LOCKED" if u["locked"] else ""
+            print(f"{u['name']:<20} {u['role']:<9} {u['sessions']} sessions{locked}")
+        if not users:
+            print("no console accounts (edgectl user add NAME --role admin)")
+        return
+    if ucmd == "add":
+        params = {"name": args.name, "role": args.role, "password": _password(args)}
+    elif ucmd == "passwd":
+        params = {"name": args.name, "password": _password(args)}
+    elif ucmd == "role":
+        params = {"name": args.name, "role": args.role}
+    else:
+        params = {"name": args.name}
+    result = client.call(f"user.{ucmd}", params)
+    if out:
+        out(result)
+    elif ucmd == "add":
+        print(f"console account {result['name']} added ({result['role']})")
+    elif ucmd == "remove":
+        print(f"console account {result['name']} removed")
+    elif ucmd == "role":
+        print(f"{result['name']} is now {result['role']}")
+    else:
+        print(f"password of {result['name']} set; {result['sessions_ended']} sessions ended")
+
+
+def _panel(args: argparse.Namespace, client: Client, out: Any) -> None:
+    pcmd = args.panel_command
+    if pcmd == "pair":
+        r = client.call("panel.pair", {"room": args.room})
+        if out:
+            out(r)
+            return
+        web = r.get("web")
+        print(f"pairing code for {r['room']}: {r['code']}  (good until {r['expires']})")
+        if web:
+            print(f"on the tablet, open {web['url']}pair and type the code")
+            if web["fingerprint"]:
+                print(f"the gateway's certificate: SHA-256 {web['fingerprint']}")
+        else:
+            print("the web server is off: set [web] enabled = true first")
+        return
+    if pcmd == "list":
+        pairings = client.call("panel.list")
+        if out:
+            out(pairings)
+            return
+        for p in pairings:
+            print(f"{p['id']}  {p['room']:<16} {p['state']:<22} since {p['created']}")
+        if not pairings:
+            print("no panels paired (edgectl panel pair ROOM)")
+        return
+    r = client.call("panel.revoke", {"id": args.id})
+    if out:
+        out(r)
+    else:
+        print(f"pairing {r['id']} ({r['room']}) revoked")
 
 
 def _human_rooms(rooms: list[dict[str, Any]]) -> None:
@@ -457,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError:
         print(f"edgectl: the gateway at {client.path} did not answer in time", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except UsageError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # e.g. `edgectl events | head`
         sys.stderr.close()
         return EXIT_OK

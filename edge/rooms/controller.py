@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -98,6 +99,8 @@ class Rooms:
         self._by_room: dict[str, list[Booking]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Told (room id, panel state) whenever a room's panel state changes: the web panels.
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         self.discovery: Discovery | None = None
         if self.config.homeassistant.discovery:
             self.discovery = Discovery(site, link)
@@ -486,11 +489,14 @@ class Rooms:
         return state
 
     def _publish_room(self, rt: RoomRuntime) -> None:
-        body = dumps(self.room_state(rt))
+        state = self.room_state(rt)
+        body = dumps(state)
         text = body.decode()
         if text == rt.published:
             return
         rt.published = text
+        for observer in self.observers:
+            observer(rt.room.id, state)
         self.link.publish(
             topic("room_state", site=self.site_id, room=rt.room.id), body, retain=True
         )

@@ -88,15 +88,7 @@ class Panels:
             if tx is not None and not isinstance(tx, (str, int)):
                 tx = None
                 raise PanelError("bad_request", "transaction: must be a string or a number")
-            if op not in PANEL_OPS:
-                raise PanelError(
-                    "bad_request",
-                    f"unknown request {op!r} (expected one of: {', '.join(PANEL_OPS)})",
-                )
-            rt = self.ctl.rooms.get(rid)
-            if rt is None:
-                raise PanelError("unknown_room", f"no room {rid!r} on this site")
-            result = self._handle(rt, op, body)
+            result = self.request(rid, op, body)
         except PanelError as exc:
             log.warning("rooms: %s: panel %s refused: %s: %s", rid, op, exc.code, exc)
             self._respond(rid, op, tx, error=exc)
@@ -118,6 +110,22 @@ class Panels:
         else:
             self._respond(rid, op, tx, data=result)
 
+    def request(
+        self, rid: str, op: str, body: dict[str, Any], cards: tuple[str, ...] = ()
+    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        """One panel request, from MQTT or the web panel: its answer, or a future of
+        it that resolves once what it changed is durable. Refusals raise PanelError.
+        `cards`: lookup keys read at the room's own reader (a badge for identity)."""
+        if op not in PANEL_OPS:
+            raise PanelError(
+                "bad_request",
+                f"unknown request {op!r} (expected one of: {', '.join(PANEL_OPS)})",
+            )
+        rt = self.ctl.rooms.get(rid)
+        if rt is None:
+            raise PanelError("unknown_room", f"no room {rid!r} on this site")
+        return self._handle(rt, op, body, cards)
+
     def _respond(
         self,
         rid: str,
@@ -133,13 +141,12 @@ class Panels:
             body["message"] = str(error)
         self.link.publish(topic("room_response", site=self.site_id, room=rid, op=op), dumps(body))
 
-    def _who(self, body: dict[str, Any], at: float) -> str:
+    def _who(self, body: dict[str, Any], at: float, cards: tuple[str, ...] = ()) -> str:
         """The holder behind the card or PIN, decided by the gateway's own index."""
         ix = self.site.index
-        cards: tuple[str, ...] = ()
         digest = None
         card, pin = body.get("card"), body.get("pin")
-        if card is None and pin is None:
+        if card is None and pin is None and not cards:
             raise PanelError("not_authorised", "show a card or type a PIN")
         if card is not None:
             if not isinstance(card, str):
@@ -162,7 +169,7 @@ class Panels:
         return holder.id
 
     def _handle(
-        self, rt: RoomRuntime, op: str, body: dict[str, Any]
+        self, rt: RoomRuntime, op: str, body: dict[str, Any], cards: tuple[str, ...] = ()
     ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
         now = time.time()
         if not self.site.index.loaded:
@@ -170,7 +177,7 @@ class Panels:
         self.ctl.presence(rt.room.id, now, f"panel {op}")
         if op == "activity":
             return {"state": self.ctl.room_state(rt)}
-        holder = self._who(body, now)
+        holder = self._who(body, now, cards)
         current = evaluate(self.ctl.slots(rt.room.id), rt.rc, now)
         if op == "check_in":
             return self._check_in(rt, current, holder, now)

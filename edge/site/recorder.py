@@ -113,10 +113,11 @@ class Recorder:
         await self.store.write(
             [
                 (
-                    "INSERT INTO audit (at, uid, pid, method, params, outcome) "
-                    "VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO audit (at, actor, uid, pid, method, params, outcome) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     (
                         iso_instant(time.time()),
+                        actor.name,
                         actor.uid,
                         actor.pid,
                         method,

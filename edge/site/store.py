@@ -104,6 +104,41 @@ MIGRATIONS: tuple[str, ...] = (
         event_id TEXT PRIMARY KEY, holder TEXT NOT NULL, company TEXT,
         credits INTEGER NOT NULL, at REAL NOT NULL, reflected INTEGER NOT NULL DEFAULT 0);
     """,
+    # The web server: console accounts (argon2id hashes; failures and lockout
+    # survive a restart), paired panels (only hashes of their codes and
+    # tokens), and who did an audited action when it was not a socket peer.
+    """
+    CREATE TABLE web_users (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);
+    CREATE TABLE panel_pairings (
+        id TEXT PRIMARY KEY, room TEXT NOT NULL, code_hash TEXT, code_expires REAL,
+        token_hash TEXT UNIQUE, created TEXT NOT NULL, paired_at TEXT, revoked TEXT);
+    ALTER TABLE audit ADD COLUMN actor TEXT;
+    """,
+    # Reports (edge/site/reports/journal.py): what they need that the outbox
+    # (pruned after delivery) and the index (which forgets past bookings and
+    # past memberships) do not keep: who came on which site-local day with the
+    # membership of that moment, at which doors, bookings as last seen, overtime.
+    """
+    CREATE TABLE visits (
+        day TEXT NOT NULL, holder TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
+        kind TEXT NOT NULL, company TEXT, plan TEXT,
+        PRIMARY KEY (day, holder)) WITHOUT ROWID;
+    CREATE TABLE presence (
+        day TEXT NOT NULL, holder TEXT NOT NULL, door TEXT NOT NULL,
+        first_at REAL NOT NULL, last_at REAL NOT NULL,
+        PRIMARY KEY (day, holder, door)) WITHOUT ROWID;
+    CREATE TABLE report_bookings (
+        booking TEXT PRIMARY KEY, room TEXT NOT NULL, member TEXT NOT NULL,
+        start_at REAL NOT NULL, end_at REAL NOT NULL, status TEXT NOT NULL);
+    CREATE INDEX report_bookings_start ON report_bookings (start_at);
+    CREATE TABLE report_overtime (
+        event_id TEXT PRIMARY KEY, booking TEXT NOT NULL, room TEXT NOT NULL,
+        minutes INTEGER NOT NULL, at REAL NOT NULL);
+    CREATE INDEX day_pass_uses_day ON day_pass_uses (day);
+    CREATE INDEX guest_entries_day ON guest_entries (day);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from edge.access.policy import entitlement
 from edge.access.service import jsonable
 from edge.site.state import GatewayError
 from edge.timeutil import iso_instant
+from edge.web import tls
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
@@ -80,6 +81,7 @@ def status(gw: Gateway) -> dict[str, Any]:
             for r in gw.rooms.view()
         ],
         "pin_key": gw.access.pin_key is not None,
+        "web": web_view(gw),
         "uptime_s": round(now - gw.started_at, 1),
     }
 
@@ -150,4 +152,17 @@ async def member_show(gw: Gateway, holder_id: str, at: float | None = None) -> d
         ],
         "host": h.host,
         "doors": doors,
+    }
+
+
+def web_view(gw: Gateway) -> dict[str, Any] | None:
+    """Where the web server listens and, with TLS, the certificate's fingerprint."""
+    cfg = gw.config.web
+    if not cfg.enabled:
+        return None
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    cert, _ = tls.cert_paths(gw.config, gw.state_dir)
+    return {
+        "url": f"{'https' if cfg.tls else 'http'}://{host}:{cfg.port}/",
+        "fingerprint": tls.fingerprint(cert) if cfg.tls else None,
     }
