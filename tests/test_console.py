@@ -259,3 +259,39 @@ def test_bad_bodies_are_refused_and_change_nothing(console: Any) -> None:
     out = console.output()
     assert "refused: 413" in out
     assert "refused: 415" in out
+
+
+def test_reports_as_json_and_csv_and_the_weekly_event(console: Any) -> None:
+    s, _ = login(console, "vic")
+    granted = console.ctl_json("present", "--door", "front", "--card", "H10306:1000:50001")
+    assert granted["granted"], granted
+    today = granted["at"][:10]
+    url = f"{console.base}/api/reports/visitors"
+    r = s.get(url, params={"from": today, "to": today}, timeout=30)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["start"] == today
+    assert report["columns"][0] == "date"
+    assert report["rows"][0][0] == today
+    assert sum(report["rows"][0][1:]) >= 1
+    csv = s.get(url, params={"from": today, "to": today, "format": "csv"}, timeout=30)
+    assert csv.headers["Content-Type"].startswith("text/csv")
+    assert f"{today}.csv" in csv.headers["Content-Disposition"]
+    assert csv.text.splitlines()[1].startswith(today)
+    # Bad kinds, dates and periods are refused in words.
+    assert s.get(f"{console.base}/api/reports/nothing", timeout=30).status_code == 404
+    r = s.get(url, params={"from": "yesterday"}, timeout=30)
+    assert r.status_code == 400
+    assert "a date like" in r.reason
+    r = s.get(url, params={"from": "2026-12-01", "to": "2026-11-01"}, timeout=30)
+    assert r.status_code == 400
+    # Sending the weekly report is for admins; it lands in the outbox.
+    v_csrf = login(console, "vic")[1]
+    r = s.post(f"{console.base}/api/reports/weekly", headers={"X-CSRF-Token": v_csrf}, timeout=30)
+    assert r.status_code in (403, 401)
+    a, a_csrf = login(console, "ada")
+    r = a.post(f"{console.base}/api/reports/weekly", headers={"X-CSRF-Token": a_csrf}, timeout=30)
+    assert r.status_code == 200, r.text
+    weekly = console.ctl_json("events", "--type", "site.report.weekly")
+    assert weekly[-1]["id"] == r.json()["id"]
+    assert set(weekly[-1]["details"]) >= {"start", "end", "visitors", "rooms", "companies"}

@@ -83,6 +83,13 @@ TOPICS: dict[str, Topic] = {
         1,
         '{"count", "by_area": {door: count}}: people on site, at most once a second',
     ),
+    "report_weekly": Topic(
+        "edge/{site}/reports/weekly",
+        "out",
+        True,
+        1,
+        "the last full week's report (the site.report.weekly event), once a week",
+    ),
     "wifi_guest": Topic(
         "edge/{site}/wifi/guest",
         "out",

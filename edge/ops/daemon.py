@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,9 @@ from edge.config import Config
 from edge.gateway import Gateway
 from edge.ops import systemd
 from edge.ops.admin import AdminServer
+from edge.site.reports import ReportError, catch_up
 from edge.web.accounts import Accounts
+from edge.web.reports import WeeklyReport
 from edge.web.server import WebServer
 
 log = logging.getLogger("edge.daemon")
@@ -30,8 +33,15 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _maintenance(gateway: Gateway, interval: float = 3600) -> None:
+async def _maintenance(gateway: Gateway, weekly: WeeklyReport, interval: float = 3600) -> None:
     while True:
+        # The reports' tables first: bookings leave the index a day after they end,
+        # and delivered events leave the outbox after the retention.
+        try:
+            await catch_up(gateway.site.store, gateway.site.index)
+            await weekly.due()
+        except (OSError, sqlite3.Error, ReportError) as exc:
+            log.error("daemon: reports not brought up to date: %s", exc)
         await gateway.recorder.prune()
         if gateway.sync is not None:
             await gateway.sync.prune(time.time())
@@ -53,7 +63,8 @@ async def run(config: Config, state_dir: Path) -> int:
     accounts = Accounts(gateway.recorder, config.web, lambda: rooms.rooms if rooms else {})
     admin = AdminServer(gateway, config.admin_socket(state_dir), int(config.admin.socket_mode, 8))
     admin.accounts = accounts
-    web = WebServer(gateway, config, state_dir, accounts) if config.web.enabled else None
+    weekly = WeeklyReport(gateway)
+    web = WebServer(gateway, config, state_dir, accounts, weekly) if config.web.enabled else None
     await gateway.start()
     try:
         await accounts.start()
@@ -68,7 +79,9 @@ async def run(config: Config, state_dir: Path) -> int:
                 if interval
                 else None
             )
-            maintenance = tasks.create_task(_maintenance(gateway), name="gateway.maintenance")
+            maintenance = tasks.create_task(
+                _maintenance(gateway, weekly), name="gateway.maintenance"
+            )
             await stop.wait()
             log.info("daemon: stopping")
             systemd.notify("STOPPING=1")

@@ -23,6 +23,18 @@ USAGE_TYPES = frozenset(
 )
 
 
+# Uses the contract allows once per holder and site-local day: their ids are
+# UUIDv5s over `{site}/{type}/{holder}/{date}` in this namespace, so that two
+# gateways of one site recording the same use send the same id (edge-sync/1,
+# "Events"), and the cloud bills it once.
+ONCE_A_DAY = frozenset({"usage.day_pass", "usage.guest_entry"})
+USAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:edge-gateway:usage-once-a-day")
+
+
+def usage_id(site: str, type_: str, holder: str, day: str) -> str:
+    return str(uuid.uuid5(USAGE_NAMESPACE, f"{site}/{type_}/{holder}/{day}"))
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort like the outbox."""
     ms = time.time_ns() // 1_000_000
@@ -48,8 +60,13 @@ def make_event(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    day = (details or {}).get("date")
+    if type_ in ONCE_A_DAY and holder is not None and isinstance(day, str):
+        event_id = usage_id(site, type_, holder, day)
+    else:
+        event_id = new_event_id()
     event: dict[str, Any] = {
-        "id": new_event_id(),
+        "id": event_id,
         "type": type_,
         "at": iso_instant(at, tz),
         "site": site,

@@ -18,6 +18,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.site.events import log_line, make_event
+from edge.site.reports.journal import journal_ops
 from edge.site.sqlite import SqlOp
 from edge.site.state import Actor, SiteState
 from edge.timeutil import iso_instant
@@ -52,10 +53,15 @@ class Recorder:
         """Queue events and state changes for one transaction; the future resolves
         once both are durable."""
         now = time.time()
+        # The reports' own rows (who came, as what company and plan, that day):
+        # in the same transaction, with the membership of the index that decided.
+        ops.extend(journal_ops(self.site.index, events))
         for ev in events:
             ops.append(
                 (
-                    "INSERT INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
+                    # OR IGNORE: a once-a-day use has an id derived from what it is
+                    # (events.usage_id); recorded twice, it is still one use.
+                    "INSERT OR IGNORE INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
                     (ev["id"], ev["type"], ev["at"], json.dumps(ev), now),
                 )
             )

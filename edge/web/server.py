@@ -22,6 +22,8 @@ from edge.web.common import CSP, STATIC, static_page
 from edge.web.console import Console
 from edge.web.metrics import Metrics
 from edge.web.panel import PanelSockets
+from edge.web.reception import Reception
+from edge.web.reports import ReportRoutes, WeeklyReport
 
 log = logging.getLogger("edge.web")
 
@@ -77,7 +79,12 @@ async def _headers(
 
 class WebServer:
     def __init__(
-        self, gateway: Gateway, config: Config, state_dir: Path, accounts: Accounts
+        self,
+        gateway: Gateway,
+        config: Config,
+        state_dir: Path,
+        accounts: Accounts,
+        weekly: WeeklyReport,
     ) -> None:
         self.gateway = gateway
         self.config = config
@@ -86,6 +93,8 @@ class WebServer:
         self.metrics = Metrics(gateway)
         self.panels = PanelSockets(accounts, gateway.rooms, gateway.panels)
         self.console = Console(gateway, accounts)
+        self.reception = Reception(gateway, accounts)
+        self.reports = ReportRoutes(gateway, weekly)
         self._static = frozenset(p.name for p in STATIC.glob("*") if p.is_file())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # as bound (the config may say 0)
@@ -101,6 +110,12 @@ class WebServer:
         app.router.add_get("/sw.js", self._service_worker)
         self.panels.routes(app)
         self.console.routes(app)
+        guard = self.console._for  # the console's sessions, roles and CSRF check
+        app.router.add_get("/api/reports/{kind}", guard("viewer", self.reports.report))
+        app.router.add_post(
+            "/api/reports/weekly", guard("admin", self.reports.send_weekly, changes=True)
+        )
+        self.reception.routes(app)
         return app
 
     async def start(self) -> None:
