@@ -445,6 +445,18 @@ def test_only_an_admin_user_can_unlock_and_every_command_is_audited(
         assert outcomes[1].startswith("refused: unknown door(s) nope")
         assert "mqtt: edge/mitte/doors/nope/command: unlock by mqtt:ha refused" in d.output()
         assert ha.last(f"{front}/state")["lock"] == "locked"
+
+        # A command published retained runs once, live; at the next connect the
+        # broker hands it over again (retained) and it is not run again.
+        ha.client.publish(
+            f"{front}/command", '{"action": "unlock", "seconds": 1}', qos=1, retain=True
+        ).wait_for_publish(10)
+        wait_for("the live one ran", lambda: len(unlocks()) == 5)
+        d.stop()
+        d.start()
+        wait_for("ignored", lambda: "a retained message here is ignored" in d.output())
+        assert len(unlocks()) == 5
+        ha.client.publish(f"{front}/command", b"", qos=1, retain=True).wait_for_publish(10)
     finally:
         ha.close()
         dashboard.close()

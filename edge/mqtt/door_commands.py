@@ -113,7 +113,9 @@ class DoorCommandTopic:
             TOPICS["door_command"].pattern.format(site=site_id, door="\0").split("\0")
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        link.subscribe(subscription("door_command", site=site_id), self.on_message, qos=0)
+        link.subscribe(
+            subscription("door_command", site=site_id), self.on_message, qos=0, fresh_only=True
+        )
 
     async def stop(self) -> None:
         """Let commands under way write their audit row (the store is still open)."""

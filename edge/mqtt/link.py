@@ -50,13 +50,19 @@ class MqttLink:
         self.will: Will | None = None
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._patterns: list[tuple[str, Handler]] = []  # the subscriptions with wildcards
+        self._fresh_only: set[str] = set()
         self._on_connect_hooks: list[Callable[[], None]] = []
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
-        """Register before `start`; renewed on every (re)connect."""
+    def subscribe(
+        self, topic: str, handler: Handler, qos: int = 1, fresh_only: bool = False
+    ) -> None:
+        """Register before `start`; renewed on every (re)connect. `fresh_only`: drop
+        retained messages (a command left retained would run again at each connect)."""
         self._subs[topic] = (qos, handler)
+        if fresh_only:
+            self._fresh_only.add(topic)
         if "+" in topic or "#" in topic:
             self._patterns.append((topic, handler))
 
@@ -170,10 +176,14 @@ class MqttLink:
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         entry = self._subs.get(msg.topic)
         if entry is not None:
-            self._call(entry[1], msg.topic, bytes(msg.payload))
+            if not (msg.retain and msg.topic in self._fresh_only):
+                self._call(entry[1], msg.topic, bytes(msg.payload))
             return
         for pattern, handler in self._patterns:
             if mqtt.topic_matches_sub(pattern, msg.topic):
+                if msg.retain and pattern in self._fresh_only:
+                    log.warning("mqtt: %s: a retained message here is ignored", msg.topic)
+                    return
                 self._call(handler, msg.topic, bytes(msg.payload))
                 return
 
