@@ -268,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         if name == "add":
             p.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
-        p.add_argument(
-            "--password-stdin", action="store_true", help="read the password from stdin"
-        )
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p = usub.add_parser("role", parents=[common], help="set an account's role")
     p.add_argument("name")
     p.add_argument("role", choices=["viewer", "operator", "admin"])
