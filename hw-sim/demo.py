@@ -81,6 +81,9 @@ GRACE_S = 6
 BOOKING_S = 30
 BOOKING_IN_S = 8  # from the import of the booking to its start
 HVAC_UNIT = 10
+# The demo's console account: the demo listens on loopback only.
+DEMO_USER = "demo"
+DEMO_PASSWORD = "coworking-demo"  # noqa: S105 - printed for the person running the demo
 ALAN_CARD = "raw:0A0B0C0D"  # m-1008: the booking's member; no credits, no company
 FRANCES_CARD = "H10301:12:4003"  # m-1009: ACME employee; ACME has credits
 MODES = {0: "off", COMFORT: "comfort", STANDBY: "standby"}
@@ -139,15 +142,37 @@ class Demo:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
 
-    def ctl(self, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
+    def ctl(
+        self, *args: str, show: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "edge.ops.edgectl", "--state-dir", str(self.state_dir), *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=120, check=False
+        )
         if show:
             print(f"$ edgectl {shlex.join(args)}")
             out = (result.stdout + result.stderr).rstrip()
             if out:
                 print("  " + out.replace("\n", "\n  "))
         return result
+
+
+def _web(demo: Demo) -> None:
+    """The console account and the pairing codes the opening lines promise."""
+    demo.ctl(
+        "user",
+        "add",
+        DEMO_USER,
+        "--role",
+        "admin",
+        "--password-stdin",
+        show=False,
+        input=DEMO_PASSWORD + "\n",
+    )
+    print("\n== Web: the console account, and a pairing code per tablet")
+    demo.ctl("user", "list")
+    demo.ctl("panel", "pair", "ada")
+    demo.ctl("panel", "pair", "reception")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +239,13 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
     snapshot.write_text(json.dumps(doc, indent=1))
     log_path = work / "gateway.log"
 
+    web_url = f"https://127.0.0.1:{web_port}"
+    print("== Web pages (open them while the demo runs; --keep-running keeps them up)")
+    print(f"   site console  {web_url}/   sign in as {DEMO_USER!r}, password {DEMO_PASSWORD!r}")
+    print(f"   room panel    {web_url}/pair, then the pairing code printed below: /panel/ada")
+    print(f"   reception     {web_url}/pair, then its own code: /reception")
+    print(f"   metrics       {web_url}/metrics")
+    print("   (a self-signed certificate: its SHA-256 fingerprint is printed below)\n")
     print(f"== Simulated site {SITE_ID!r}: {len(cast)} holders, reference day {day} (Monday)")
     for c in cast:
         how = " + ".join(x for x in (c.card, c.pin and f"PIN {c.pin}") if x)
@@ -256,12 +288,8 @@ def _run(state_dir: Path, work: Path, keep_running: bool, hw: SiteThread, hvac: 
                 print(log_path.read_text(), file=sys.stderr)
                 return 1
             room.start()  # the devices find the broker once the daemon has started it
-            web_status = json.loads(demo.ctl("status", "--json", show=False).stdout)["web"]
-            print(
-                f"   web: {web_status.get('url')}metrics (self-signed certificate, "
-                f"SHA-256 {web_status.get('fingerprint')})"
-            )
             _script(demo, snapshot, day)
+            _web(demo)
             _doors(demo, hw)
             _admin(demo, hw)
             _logs(demo, snapshot)
