@@ -289,12 +289,18 @@ class Accounts:
                     ]
                 )
             raise AuthError(401, "wrong user name or password")
+        # The check took a while in a thread: a removal or a new password meanwhile wins.
+        again = await self.store.fetchone(
+            "SELECT role, hash FROM web_users WHERE name = ?", (name,)
+        )
+        if again is None or again[1] != stored:
+            raise AuthError(401, "wrong user name or password")
         if row[2]:
             await self.store.write([("UPDATE web_users SET failures = 0 WHERE name = ?", (name,))])
         session = Session(
             token=secrets.token_urlsafe(32),
             user=name,
-            role=row[0],
+            role=again[0],
             csrf=secrets.token_urlsafe(24),
             created=now,
             seen=now,
