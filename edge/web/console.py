@@ -7,7 +7,9 @@ session's CSRF token in `X-CSRF-Token`, and no foreign Origin; every action,
 and every login, goes into the audit log with the account's name.
 
 Live updates (`/api/live`, a WebSocket): `{"type": "door", "door": ...}` when a
-door's state changes and `{"type": "event", "event": ...}` for each event.
+door's state changes and `{"type": "event", "event": ...}` for each event. The
+socket is closed with code 4401 once its session ends (signed out, idle, password
+changed, account removed), so that a page left open stops receiving anything.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ log = logging.getLogger("edge.web")
 Handler = Callable[[web.Request, Session], Awaitable[Any]]
 LIVE_QUEUE = 1000
 EVENT_LIMIT = 500
+SESSION_ENDED = 4401  # the live socket's close code when its session ends
+SESSION_CHECK_S = 2.0
 
 
 def gateway_error(exc: GatewayError) -> web.HTTPException:
@@ -357,6 +361,7 @@ class Console:
                 ev = await events.get()
                 if not ev:
                     return
+                ev = dict(ev)  # the recorder hands every follower the same dict
                 _explain(ev)
                 if q.qsize() < LIVE_QUEUE:
                     q.put_nowait(json.dumps({"type": "event", "event": ev}))
@@ -365,9 +370,19 @@ class Console:
             while True:
                 await ws.send_str(await q.get())
 
+        async def watch_session() -> None:
+            # Not accounts.session(): that counts as activity, and a page that only
+            # listens must not keep its session from going idle. Polled: an idle
+            # session ends by the clock, and Accounts tells no one when one ends.
+            while self._live_session_valid(session):  # noqa: ASYNC110
+                await asyncio.sleep(SESSION_CHECK_S)
+            log.info("web: console of %s disconnected: the session ended", session.user)
+            await ws.close(code=SESSION_ENDED, message=b"session ended")
+
         tasks = [
             asyncio.create_task(pump_events(), name="web.live.events"),
             asyncio.create_task(send(), name="web.live.send"),
+            asyncio.create_task(watch_session(), name="web.live.session"),
         ]
         try:
             async for msg in ws:
@@ -386,6 +401,17 @@ class Console:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return ws
+
+    def _live_session_valid(self, session: Session) -> bool:
+        """Whether the session still stands, as `Accounts.session` decides, without
+        touching its last-seen time."""
+        if self.accounts.sessions.get(session.token) is not session:
+            return False
+        cfg, now = self.accounts.config, time.time()
+        return (
+            now - session.seen <= 60 * cfg.idle_minutes
+            and now - session.created <= 3600 * cfg.session_hours
+        )
 
     async def close_all(self) -> None:
         for ws, _q in list(self.live):
