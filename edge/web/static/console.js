@@ -1061,7 +1061,7 @@ export const Reports = {
       status.textContent = "The period ends before it starts.";
       return;
     }
-    const title = $("report-kind").selectedOptions[0].text; // as asked, whatever is chosen by the answer
+    const title = $("report-kind").selectedOptions[0].text; // the kind asked for, whatever is chosen meanwhile
     status.textContent = "Reading…";
     let r;
     try {
