@@ -132,9 +132,18 @@ class PanelSockets:
                     task.add_done_callback(self._tasks.discard)
 
     async def close_all(self) -> None:
-        for entries in list(self.sockets.values()):
-            for _p, ws in list(entries):
-                await ws.close(code=1001, message=b"gateway stopping")
+        for _door, end in list(self._waits.values()):
+            end(None)
+        # All at once: a close waits (up to aiohttp's 10 s) for each peer's answer,
+        # and a tablet that hangs must not hold up the others or the daemon's stop.
+        await asyncio.gather(
+            *(
+                ws.close(code=1001, message=b"gateway stopping")
+                for entries in list(self.sockets.values())
+                for _p, ws in list(entries)
+            ),
+            return_exceptions=True,
+        )
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
