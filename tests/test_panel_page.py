@@ -144,7 +144,7 @@ def test_a_bookings_life_on_the_panel(panel_site: PanelSite, tablet: Page) -> No
     ps.pair(tablet)
     status(tablet, "Free", "free")
     expect(tablet.locator("#room-name")).to_have_text("Ada room")
-    expect(tablet.locator("#status-detail")).to_have_text("No booking in the next hour")
+    expect(tablet.locator("#status-detail")).to_have_text("No booking in the next 4 hours")
     expect(tablet.locator("#act-book")).to_be_visible()
     save_screenshot(tablet, "panel-free")
 

@@ -82,7 +82,7 @@ def test_a_bookings_phases(offset_min: float, checked_in: bool, phase: str) -> N
 
 def test_the_next_wake_is_the_next_boundary() -> None:
     s = slot(booking())
-    assert evaluate([s], RC, T0 - 3700).wake_at == T0 - 3600  # enters the panel's next hour
+    assert evaluate([s], RC, T0 - 4 * 3600 - 100).wake_at == T0 - 4 * 3600  # enters the panel's next hours
     assert evaluate([s], RC, T0 - 16 * 60).wake_at == T0 - 15 * 60
     # Awaiting check-in: the panel's minute, then the release.
     assert evaluate([s], RC, T0 + 14 * 60 + 30).wake_at == T0 + 15 * 60
@@ -145,9 +145,9 @@ def test_an_early_end_frees_the_room_at_once() -> None:
     assert now.phase == "free"
 
 
-def test_next_bookings_are_those_of_the_next_hour() -> None:
+def test_next_bookings_are_those_of_the_next_four_hours() -> None:
     later = booking("later", start=T0 + 3000)
-    far = booking("far", start=T0 + 7200)
+    far = booking("far", start=T0 + 4 * 3600 + 60)
     now = evaluate([slot(later), slot(far)], RC, T0)
     assert [s.id for s in now.upcoming] == ["later"]
 

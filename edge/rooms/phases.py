@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 from edge.site.model import Booking
 
 Phase = Literal["free", "upcoming", "awaiting_checkin", "in_use", "ending", "ended", "overtime"]
-NEXT_WINDOW_S = 3600  # the panel shows the bookings of the next hour
+NEXT_WINDOW_S = 4 * 3600  # the panel shows the bookings of the next four hours
 RELEASE_LOOKBACK_S = 24 * 3600  # a no-show older than this is the cloud's business
 ON_PHASES: frozenset[str] = frozenset({"in_use", "ending", "ended", "overtime"})
 COMFORT_PHASES: frozenset[str] = ON_PHASES | {"upcoming", "awaiting_checkin"}
@@ -167,7 +167,7 @@ def evaluate(slots: list[Slot], rc: RoomTimes, now: float) -> RoomNow:
     if phase in ("in_use", "ending", "awaiting_checkin", "upcoming"):
         wake(math.floor(now / 60) * 60 + 60)  # minutes left on the panel
     for s in active:
-        wake(s.booking.start - NEXT_WINDOW_S)  # comes into the panel's next hour
+        wake(s.booking.start - NEXT_WINDOW_S)  # comes into the panel's next hours
     return RoomNow(phase, current, until, upcoming, min(wakes) if wakes else None)
 
 

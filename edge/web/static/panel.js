@@ -125,7 +125,7 @@ function describe(st) {
       return {
         tone: "free",
         word: "Free",
-        detail: nextStart ? `Free until ${fmt(nextStart)}` : "No booking in the next hour",
+        detail: nextStart ? `Free until ${fmt(nextStart)}` : "No booking in the next 4 hours",
       };
     case "upcoming":
       return { tone: "free", word: "Free", detail: b ? `Booked from ${fmt(Date.parse(b.start))}` : "" };
@@ -226,7 +226,7 @@ function renderTimeline(st, now) {
   const next = (st.next || []).filter((n) => !st.booking || n.id !== st.booking.id);
   $("upcoming").textContent = next.length
     ? `Next: ${next.map(span).join(", ")}`
-    : "No other booking in the next hour";
+    : "No other booking in the next 4 hours";
 }
 
 function renderActions(st) {
