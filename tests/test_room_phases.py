@@ -82,7 +82,8 @@ def test_a_bookings_phases(offset_min: float, checked_in: bool, phase: str) -> N
 
 def test_the_next_wake_is_the_next_boundary() -> None:
     s = slot(booking())
-    assert evaluate([s], RC, T0 - 4 * 3600 - 100).wake_at == T0 - 4 * 3600  # enters the panel's next hours
+    # Entering the panel's next hours is a boundary too.
+    assert evaluate([s], RC, T0 - 4 * 3600 - 100).wake_at == T0 - 4 * 3600
     assert evaluate([s], RC, T0 - 16 * 60).wake_at == T0 - 15 * 60
     # Awaiting check-in: the panel's minute, then the release.
     assert evaluate([s], RC, T0 + 14 * 60 + 30).wake_at == T0 + 15 * 60
