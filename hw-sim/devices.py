@@ -107,9 +107,15 @@ class _Later:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._gen = 0
+        self._mine = threading.local()  # the generation a sim-later thread runs for
 
     def call(self, delay_s: float, fn: Callable[[], None]) -> None:
         with self._cond:
+            if getattr(self._mine, "gen", self._gen) != self._gen:
+                # A callback that was running while `close` ran (a teleperiod
+                # rescheduling itself): starting a thread for it would outlive
+                # the close that just joined this one.
+                return
             heapq.heappush(self._queue, (time.monotonic() + delay_s, next(self._seq), fn))
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -129,6 +135,7 @@ class _Later:
             thread.join()
 
     def _run(self, gen: int) -> None:
+        self._mine.gen = gen
         while True:
             with self._cond:
                 while True:
