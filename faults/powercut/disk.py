@@ -86,8 +86,9 @@ class Disk:
     """Files by name, with their durable and current images."""
 
     def __init__(self, files: dict[str, bytearray] | None = None) -> None:
+        # The images given become the durable ones; the program sees copies.
         self.files: dict[str, SimFile] = {
-            name: SimFile(bytearray(data), bytearray(data)) for name, data in (files or {}).items()
+            name: SimFile(data, bytearray(data)) for name, data in (files or {}).items()
         }
         self.dead = False
         self.ops = 0  # writes, truncates and syncs so far (where a cut may fall)

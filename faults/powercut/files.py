@@ -56,11 +56,14 @@ def recording(root: Path) -> Iterator[list[Call]]:
     calls: list[Call] = []
     fds: set[int] = set()
     real: dict[str, Any] = {name: getattr(os, name) for name in _WRAPPED}
-    top = os.path.abspath(root) + os.sep
+    top = os.path.abspath(root)
 
     def inside(path: Any) -> str | None:
+        """The path relative to `root` ("" for the root itself), or None."""
         full = os.path.abspath(os.fspath(path))
-        return full[len(top) :] if full.startswith(top) else None
+        if full == top:
+            return ""
+        return full[len(top) + 1 :] if full.startswith(top + os.sep) else None
 
     def open_(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
         fd: int = real["open"](path, flags, mode, **kw)
@@ -223,7 +226,7 @@ class Model:
             names, dirs = dict(self.durable), set(self.durable_dirs)
             for op in ops:
                 _apply_name(names, dirs, op)
-            visible = {p: i for p, i in names.items() if _parent(p) in dirs}
+            visible = {p: i for p, i in names.items() if _reachable(p, dirs)}
             used = set(visible.values())
             yield {p: bytes(self.inodes[i].current) for p, i in visible.items()}  # all kept
             for fate in (Fate.DROP, Fate.TEAR, Fate.TEAR, Fate.REORDER, Fate.REORDER):
@@ -231,6 +234,17 @@ class Model:
                 disk.files = {str(i): self.inodes[i] for i in used}
                 after, _ = disk.after_cut(rng, fate)
                 yield {p: bytes(after.files[str(i)].durable) for p, i in visible.items()}
+
+
+def _reachable(path: str, dirs: set[str]) -> bool:
+    """Whether every directory above `path` exists (a file in a directory
+    whose own entry was lost is lost with it)."""
+    parent = _parent(path)
+    while parent:
+        if parent not in dirs:
+            return False
+        parent = _parent(parent)
+    return True
 
 
 def _apply_name(names: dict[str, int], dirs: set[str], op: tuple[str, str, int]) -> None:
@@ -437,6 +451,13 @@ def _no_directory_fsync(root: Path) -> None:
     os.replace(temp, root / PLAIN)
 
 
+def _new_directory_unsynced(root: Path) -> None:
+    from edge.atomicfile import write_atomic
+
+    os.mkdir(root / STATE)  # its entry in the root is never fsynced
+    write_atomic(root / PLAIN, b"new " * 2000)
+
+
 def _old_plain(root: Path) -> None:
     _put(root, PLAIN, b"old " * 1500)
 
@@ -469,6 +490,7 @@ CONTROLS: tuple[Scenario, ...] = (
     Scenario(
         "control-no-dir-fsync", (PLAIN,), _no_directory_fsync, _old_plain, expect_violations=True
     ),
+    Scenario("control-new-dir-unsynced", (PLAIN,), _new_directory_unsynced, expect_violations=True),
 )
 
 
