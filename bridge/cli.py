@@ -17,13 +17,13 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from bridge.config import Config, load_config
+from edge.atomicfile import write_atomic
 from edge.config import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -130,9 +130,8 @@ def _keygen(path: Path) -> int:
         return EXIT_USAGE
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(seed.hex() + "\n")
+    # Whole or absent after a power cut; exclusive: a key is never overwritten.
+    write_atomic(path, (seed.hex() + "\n").encode(), 0o600, exclusive=True)
     print(f"wrote {path}; the gateways' [cloud.keys] entry:\n{public_key_text(key)}")
     return EXIT_OK
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.access.service import AccessService
+from edge.atomicfile import remove_leftovers
 from edge.config import Config
 from edge.site.recorder import Recorder
 from edge.site.state import SiteChange, SiteState
@@ -148,6 +149,11 @@ class Gateway:
     # --- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        # Temporary files of writes a power cut or a crash interrupted
+        # (edge.atomicfile): the files they were for still hold their old content.
+        for directory in (self.state_dir, self.state_dir / "secrets", self.state_dir / "web"):
+            for path in remove_leftovers(directory):
+                log.info("gateway: removed %s, left by an interrupted write", path)
         gen = await self.site.start()
         await self.access.start()
         self.ready = True

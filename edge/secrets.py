@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from edge.atomicfile import make_directory, write_atomic
+
 log = logging.getLogger("edge.secrets")
 
 
@@ -63,10 +65,8 @@ def load_pin_key(state_dir: Path) -> bytes | None:
 def write_secret(state_dir: Path, name: str, data: bytes) -> Path:
     """Create a secret readable by its owner only, in `<state_dir>/secrets/`."""
     directory = state_dir / "secrets"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(directory, 0o700)
     path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
+    # A power cut leaves the old secret or the new one, never an empty file.
+    write_atomic(path, data, 0o600)
     return path

@@ -385,14 +385,19 @@ def test_killed_in_the_middle_of_a_snapshot(daemon_factory: Any) -> None:
     try:
         sim.faults.stall_snapshot_s = 3
         d = start(daemon_factory, config(sim))
-        wait_for("the download", lambda: (d.state_dir / "snapshot.download.json").exists())
+        # The download is staged under a temporary name (edge.atomicfile) and
+        # takes its own name only whole.
+        staged = ".snapshot.download.json.tmp-*"
+        wait_for("the download", lambda: any(d.state_dir.glob(staged)))
         time.sleep(0.5)
         d.stop(sig=signal.SIGKILL)
+        assert not (d.state_dir / "snapshot.download.json").exists()
         sim.faults.stall_snapshot_s = 0
         d.start()
         synced(d, sim)
         assert d.ctl_json("status")["members"] == 2000
         assert not (d.state_dir / "snapshot.download.json").exists()
+        assert not any(d.state_dir.glob(staged))  # removed at start
         assert _generations(d) == {d.ctl_json("status")["generation"]}
     finally:
         sim.stop()

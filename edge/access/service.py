@@ -26,7 +26,7 @@ from edge.access.policy import Decision, Presentation, decide, door_unlocked
 from edge.config import Config
 from edge.secrets import SecretError, load_pin_key
 from edge.site.recorder import Recorder
-from edge.site.runtime import note_day_pass
+from edge.site.runtime import DayPassUse, note_day_pass
 from edge.site.schedule import Opening
 from edge.site.sqlite import SqlOp
 from edge.site.state import Actor, GatewayError, SiteChange, SiteState
@@ -277,22 +277,7 @@ class AccessService:
                 details={k: v for k, v in fields if v is not None},
             )
             events.append(ev)
-            ops.append(
-                (
-                    "INSERT OR REPLACE INTO day_pass_uses "
-                    "(holder, day, source, pass, company, event_id, at) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (
-                        use.holder,
-                        use.day.isoformat(),
-                        use.source,
-                        use.pass_id,
-                        use.company,
-                        ev["id"],
-                        d.at,
-                    ),
-                )
-            )
+            ops.append(day_pass_use_op(use, ev["id"], d.at))
         if e.guest_entry is not None and d.holder is not None:
             self._guest_entry_records(d.holder, e.guest_entry, d.door, d.at, events, ops)
         if e.check_in is not None and d.holder is not None:
@@ -526,6 +511,16 @@ class AccessService:
         self.recorder.emit("admin.action", now, door=door, details=details)
         self.doors.admin_unlock(door, seconds, actor.name)
         return {"door": door, "unlocked_until": iso_instant(now + seconds, self.site.index.tz)}
+
+
+def day_pass_use_op(use: DayPassUse, event_id: str, at: float) -> SqlOp:
+    """The row of a day's pass use (also run by the power-cut campaign, faults/powercut)."""
+    return (
+        "INSERT OR REPLACE INTO day_pass_uses "
+        "(holder, day, source, pass, company, event_id, at) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (use.holder, use.day.isoformat(), use.source, use.pass_id, use.company, event_id, at),
+    )
 
 
 def jsonable(details: dict[str, Any]) -> dict[str, Any]:

@@ -409,6 +409,9 @@ class AdminServer:
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        for leftover in (self.gateway.state_dir / "spool").glob("import-*.json"):
+            log.info("admin: removing %s, left by a request a crash interrupted", leftover)
+            leftover.unlink(missing_ok=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -525,6 +528,9 @@ class AdminServer:
                 await asyncio.to_thread(payload.unlink, True)
 
     async def _receive(self, reader: asyncio.StreamReader, size: int) -> Path:
+        # The spool holds a request's payload only while the request runs; it
+        # need not survive a power cut (the request was never answered), and
+        # what a crash leaves is removed at start.
         spool = self.gateway.state_dir / "spool"
         spool.mkdir(mode=0o700, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="import-", suffix=".json", dir=spool)

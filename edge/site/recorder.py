@@ -29,6 +29,16 @@ events_log = logging.getLogger("edge.events")
 FOLLOW_QUEUE_LIMIT = 10_000
 
 
+def outbox_op(ev: dict[str, Any], now: float) -> SqlOp:
+    """The outbox row of one event (also run by the power-cut campaign, faults/powercut)."""
+    # OR IGNORE: a once-a-day use has an id derived from what it is
+    # (events.usage_id); recorded twice, it is still one use.
+    return (
+        "INSERT OR IGNORE INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
+        (ev["id"], ev["type"], ev["at"], json.dumps(ev), now),
+    )
+
+
 class Recorder:
     def __init__(self, site: SiteState) -> None:
         self.site = site
@@ -57,14 +67,7 @@ class Recorder:
         # in the same transaction, with the membership of the index that decided.
         ops.extend(journal_ops(self.site.index, events))
         for ev in events:
-            ops.append(
-                (
-                    # OR IGNORE: a once-a-day use has an id derived from what it is
-                    # (events.usage_id); recorded twice, it is still one use.
-                    "INSERT OR IGNORE INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
-                    (ev["id"], ev["type"], ev["at"], json.dumps(ev), now),
-                )
-            )
+            ops.append(outbox_op(ev, now))
             events_log.info("%s", log_line(ev))
             for q in self._followers:
                 if q.qsize() < FOLLOW_QUEUE_LIMIT:

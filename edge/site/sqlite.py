@@ -19,13 +19,32 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
 log = logging.getLogger("edge.store")
 
 SqlOp = tuple[str, Sequence[Any]]
+
+# How every store opens its database: the journal mode (set before migrating)
+# and the writer connection's pragmas. The power-cut campaign (faults/powercut)
+# opens its simulated disk with the same ones.
+JOURNAL_MODE = "PRAGMA journal_mode = WAL"
+WRITER_PRAGMAS = ("PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 30000")
+
+
+class _Row(Protocol):
+    def fetchone(self) -> Any: ...
+
+
+class MigrateConnection(Protocol):
+    """What `migrate` needs of a connection: sqlite3's, or another driver's
+    behind a small adapter (the power-cut campaign runs the migrations on APSW)."""
+
+    def execute(self, sql: str, /) -> _Row: ...
+
+    def executescript(self, sql_script: str, /) -> object: ...
 
 
 class Many(list[Sequence[Any]]):
@@ -39,7 +58,7 @@ def connect_sync(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[str], program: str = "gateway") -> int:
+def migrate(conn: MigrateConnection, migrations: Sequence[str], program: str = "gateway") -> int:
     """Bring the schema to the last migration's version; each step in its own transaction.
 
     Entry i of `migrations` takes the schema from version i to i + 1; a shipped
@@ -94,13 +113,13 @@ class SqliteStore:
         # Migrations run on a plain connection before the async one exists.
         conn = connect_sync(self.path)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(JOURNAL_MODE)
             migrate(conn, self.migrations, self.program)
         finally:
             conn.close()
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA synchronous = FULL")
-        await self._db.execute("PRAGMA busy_timeout = 30000")
+        for pragma in WRITER_PRAGMAS:
+            await self._db.execute(pragma)
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="store.writer")
         await self.opened()

@@ -12,7 +12,6 @@ again).
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import requests
+
+from edge.atomicfile import atomic_writer
 
 ErrorKind = Literal["auth", "gone", "retry", "refused"]
 CHUNK = 1 << 16
@@ -124,22 +125,21 @@ class CloudClient:
             raise CloudError("retry", f"{what}: the answer is not JSON: {_short(exc)}") from None
 
     def snapshot(self, dest: Path) -> Reply:
-        """Stream the snapshot into `dest` (fsynced); a cut-off body is an error."""
+        """Stream the snapshot into `dest`, which appears only whole and durable;
+        a cut-off body is an error (and leaves no `dest`)."""
         what = "snapshot"
         r = self._request("GET", "/snapshot", what, stream=True)
         try:
             expected = r.headers.get("Content-Length")
             size = 0
-            with dest.open("wb") as f:
+            with atomic_writer(dest, 0o600) as f:
                 for chunk in r.iter_content(CHUNK):
                     if self.cancelled.is_set():
                         raise CloudError("retry", f"{what}: cancelled (the gateway is stopping)")
                     f.write(chunk)
                     size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if expected is not None and size != int(expected):
-                raise CloudError("retry", f"{what}: cut off after {size} of {expected} bytes")
+                if expected is not None and size != int(expected):
+                    raise CloudError("retry", f"{what}: cut off after {size} of {expected} bytes")
         except requests.exceptions.RequestException as exc:
             raise CloudError("retry", f"{what}: transfer failed: {_short(exc)}") from None
         finally:

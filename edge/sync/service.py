@@ -36,7 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from edge.config import CloudConfig
 from edge.mqtt.link import MqttLink
 from edge.secrets import SecretError, read_secret, secret_path
-from edge.site.sqlite import Many
+from edge.site.sqlite import Many, SqlOp
 from edge.sync.cloud import CloudClient, CloudError
 from edge.sync.pushes import DoorCommands, Pushes
 from edge.timeutil import iso_instant
@@ -51,6 +51,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.sync")
 
 SNAPSHOT_FILE = "snapshot.download.json"
+
+
+def upload_result_ops(
+    accepted: list[str], rejected: list[tuple[str, str]], now: float
+) -> list[SqlOp]:
+    """The outbox updates for the cloud's answer to an upload: accepted events are
+    delivered, rejected ones keep their error (`rejected` holds (error, id) pairs).
+    Also run by the power-cut campaign (faults/powercut)."""
+    ops: list[SqlOp] = []
+    if accepted:
+        ops.append(
+            (
+                "UPDATE outbox SET state = 'delivered', delivered = ? "
+                "WHERE id = ? AND state = 'pending'",
+                Many((now, i) for i in accepted),
+            )
+        )
+    if rejected:
+        ops.append(
+            (
+                "UPDATE outbox SET state = 'rejected', error = ? "
+                "WHERE id = ? AND state = 'pending'",
+                Many(rejected),
+            )
+        )
+    return ops
 
 
 @dataclass
@@ -372,26 +398,9 @@ class Sync:
             for r in reply.body.get("rejected", [])
             if r["id"] in sent
         ]
-        now = time.time()
-        ops: list[Any] = []
-        if accepted:
-            ops.append(
-                (
-                    "UPDATE outbox SET state = 'delivered', delivered = ? "
-                    "WHERE id = ? AND state = 'pending'",
-                    Many((now, i) for i in accepted),
-                )
-            )
-        if rejected:
-            ops.append(
-                (
-                    "UPDATE outbox SET state = 'rejected', error = ? "
-                    "WHERE id = ? AND state = 'pending'",
-                    Many(rejected),
-                )
-            )
-            for error, event_id in rejected:
-                log.error("sync: the cloud rejected event %s: %s", event_id, error)
+        ops = upload_result_ops(accepted, rejected, time.time())
+        for error, event_id in rejected:
+            log.error("sync: the cloud rejected event %s: %s", event_id, error)
         if ops:
             await self.state.store.write(ops)
         unanswered = len(sent) - len(accepted) - len(rejected)

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge.atomicfile import make_directory, write_atomic
 from edge.config import Config
 
 log = logging.getLogger("edge.web")
@@ -98,16 +98,16 @@ def ensure_self_signed(config: Config, state_dir: Path) -> None:
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(cert_path.parent, 0o700)
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # The key first: a cut in between leaves no certificate, so the next start
+    # makes a new pair rather than serving a certificate without its key.
+    write_atomic(key_path, key_bytes, 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     log.info("web: made a self-signed certificate, SHA-256 %s", fingerprint(cert_path))
 
 
