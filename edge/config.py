@@ -98,15 +98,43 @@ class EventsConfig(_Section):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
+# Card formats with a facility (or company) code, and the code's width in bits:
+# the same widths as edge.site.syncdoc.CARD_FIELD_BITS (a test holds them equal).
+FACILITY_CODE_BITS = {"H10301": 8, "H10306": 16, "C1000": 12, "H10304": 16}
+
+# What a door does while the cache cannot be trusted (DoorHardware.offline_policy).
+OfflineMethod = Literal["cache", "locked", "facility_code", "unlocked", "deny_stale"]
+
+
 class AccessConfig(_Section):
-    # Holders (member or guest ids) a door with offline_policy = "deny_stale"
-    # still admits on a stale cache or an untrusted clock: staff who must get in.
+    # Holders (member or guest ids) that doors with offline_policy "locked" or
+    # "facility_code" still admit, from the cache, while it cannot be trusted
+    # (a stale cache, an untrusted clock): staff who must get in.
     offline_exempt: Annotated[tuple[Identifier, ...], ListOf] = ()
+    # "FORMAT:FACILITY" codes that doors with offline_policy = "facility_code"
+    # admit while the cache cannot be trusted, e.g. ["H10301:17"].
+    offline_facility_codes: Annotated[tuple[str, ...], ListOf] = ()
     admin_unlock_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
     max_unlock_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     # Holders (member or guest ids) whose grants unlock for a door's
     # `extended_unlock_seconds`: people who need longer to get through.
     extended_unlock: Annotated[tuple[Identifier, ...], ListOf] = ()
+
+    @field_validator("offline_facility_codes")
+    @classmethod
+    def _facility_codes(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+        for code in codes:
+            fmt, _, fac = code.partition(":")
+            bits = FACILITY_CODE_BITS.get(fmt)
+            if bits is None:
+                known = ", ".join(FACILITY_CODE_BITS)
+                raise ValueError(f"{code!r}: unknown card format {fmt!r} (one of: {known})")
+            if not fac.isdigit() or not fac.isascii() or int(fac) >= 1 << bits:
+                raise ValueError(
+                    f"{code!r}: the facility code must be a number below {1 << bits} "
+                    f"({fmt} has {bits} bits for it)"
+                )
+        return tuple(f"{c.partition(':')[0]}:{int(c.partition(':')[2])}" for c in codes)
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> AccessConfig:
@@ -139,7 +167,7 @@ class CloudConfig(_Section):
     changes_limit: Annotated[int, Field(ge=1, le=1000)] = 500
     upload_batch: Annotated[int, Field(ge=1, le=500)] = 500
     # The cache counts as stale when the last successful sync is older than
-    # this; doors with offline_policy = "deny_stale" then deny (`cache_stale`).
+    # this; doors then run their offline_policy (`cache_stale`).
     cache_stale_hours: Annotated[float, Field(gt=0, le=8760)] = 72
     # Subscribe to signed pushes on the site broker ([mqtt]).
     push: bool = True
@@ -418,11 +446,15 @@ class DoorHardware(_Section):
     held_open_seconds: Annotated[float, Field(gt=0, le=86400)] = 30
     prealarm_seconds: Annotated[float, Field(ge=0, le=86400)] = 10
     relock_on_close: bool = True
-    # When the cloud cannot be reached: "cache" decides on the cached data
-    # whatever its age; "deny_stale" denies holders (except [access]
-    # offline_exempt) once the cache is older than [cloud] cache_stale_hours
-    # (`cache_stale`) or the clock is behind what the cloud last said (`clock_untrusted`).
-    offline_policy: Literal["cache", "deny_stale"] = "cache"
+    # What the door does while the cache cannot be trusted: older than [cloud]
+    # cache_stale_hours (`cache_stale`), a clock behind what the cloud last said
+    # (`clock_untrusted`), a database found corrupt at start and set aside
+    # (`database_unreadable`) or no site data yet (`no_site_data`).
+    # "cache": decide on the cached data all the same; "locked": admit nobody but
+    # [access] offline_exempt; "facility_code": admit cards with one of [access]
+    # offline_facility_codes (and offline_exempt); "unlocked": hold the door
+    # unlocked. "deny_stale" is the former name of "locked".
+    offline_policy: OfflineMethod = "cache"
 
     @model_validator(mode="after")
     def _times(self) -> DoorHardware:
@@ -506,6 +538,11 @@ def _cross_check(cfg: Config) -> list[str]:
     modbus = ("modbus_rtu", "modbus_tcp")
     for door_id, door in cfg.doors.items():
         where = f"doors.{door_id}"
+        if door.offline_policy == "facility_code" and not cfg.access.offline_facility_codes:
+            problems.append(
+                f'{where}.offline_policy: "facility_code" needs the codes to admit in '
+                "access.offline_facility_codes (none configured)"
+            )
         for side in ("in_readers", "out_readers"):
             for i, name in enumerate(getattr(door, side)):
                 if name not in cfg.readers:

@@ -2076,4 +2076,6 @@ def test_tables_reach_every_reason_decide_gives() -> None:
     )
     reasons = {p.values[0].reason for p in tables}
     not_from_decide = {"admin", "antipassback", "cache_stale", "clock_untrusted", "no_site"}
+    # The offline policies' reasons: tests/test_degraded.py.
+    not_from_decide |= {"facility_code", "database_unreadable", "no_site_data"}
     assert set(GRANT_REASONS + DENY_REASONS) - not_from_decide <= reasons

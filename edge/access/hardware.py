@@ -78,6 +78,7 @@ class ReaderPort:
     door: str | None = None
     side: Side = "in"
     fault: str | None = "not started"  # why it cannot be used now, in words
+    key_problem: str | None = None  # its key file's problem, said beside any other fault
     detail: str = ""  # what is fine about it, in words ("secure channel")
     online: bool = False
     reported_online: bool | None = None  # as the last reader.online/offline event said
@@ -212,6 +213,7 @@ class Hardware:
                 await reader.text("WELCOME" if granted else "ACCESS DENIED", seconds=3)
 
         port.feedback_fn = feedback
+        port.key_problem = problem
         port.fault = problem or "not connected yet"
         pins = PinEntry(timeout_ns=int(5e9))
 
@@ -362,7 +364,10 @@ class Hardware:
                     port.fault = None
                     port.detail = "secure channel" if reader.state == "secure" else "IN CLEAR"
                 else:
-                    port.fault = reader.bus.fault or reader.fault or port.fault
+                    fault = reader.bus.fault or reader.fault
+                    if fault and port.key_problem and port.key_problem not in fault:
+                        fault = f"{fault}; {port.key_problem}"
+                    port.fault = fault or port.fault
             if port.reported_online == port.online:
                 continue
             first = port.reported_online is None

@@ -25,7 +25,17 @@ from edge.timeutil import iso_instant
 
 CARD_THEN_PIN_SECONDS = 10.0
 
-GRANT_REASONS = ("plan", "company", "grant", "booking", "day_pass", "guest", "unlocked", "admin")
+GRANT_REASONS = (
+    "plan",
+    "company",
+    "grant",
+    "booking",
+    "day_pass",
+    "guest",
+    "unlocked",
+    "admin",
+    "facility_code",  # a door's offline policy (added by this gateway)
+)
 DENY_REASONS = (
     "unknown_credential",
     "credential_disabled",
@@ -48,6 +58,8 @@ DENY_REASONS = (
     "ambiguous_pin",
     "unknown_door",
     "no_site",
+    "database_unreadable",
+    "no_site_data",
 )
 
 _HMAC_SHAPE = re.compile(r"[0-9a-f]{64}\Z").match
@@ -127,6 +139,45 @@ class Decision:
 
 
 def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
+    if st.offline_reason is not None:
+        method = st.offline_methods.get(p.door)
+        if method is not None:
+            return _degraded(ix, st, p, method, st.offline_reason)
+    return _decide(ix, st, p)
+
+
+def _degraded(
+    ix: SiteIndex, st: RuntimeState, p: Presentation, method: str, offline: str
+) -> Decision:
+    """A door whose offline_policy applies now: the cache cannot be trusted.
+
+    No schedule holds the door open (the clock or the schedules may be wrong);
+    "unlocked" holds it open instead, "facility_code" admits the configured
+    codes, and the exempt holders pass on what the cache says of them.
+    """
+    base: dict[str, Any] = {"offline": offline, "offline_policy": method}
+    if st.in_lockdown(p.door):
+        return Decision(False, "lockdown", p.door, p.at, details=base)
+    if method == "unlocked":
+        return Decision(True, "unlocked", p.door, p.at, details=base)
+    if method == "facility_code":
+        for key in p.cards:
+            fmt, _, rest = key.partition(":")
+            if f"{fmt}:{rest.partition(':')[0]}" in st.offline_facility_codes:
+                return Decision(True, "facility_code", p.door, p.at, details={**base, "card": key})
+    if not ix.loaded or p.door not in ix.doors:
+        return Decision(False, offline, p.door, p.at, details=base)
+    d = _decide(ix, st, p, schedules=False)
+    if d.holder is not None and d.holder in st.offline_exempt:
+        return d
+    if d.granted or d.reason == "pin_required":
+        # The cache is too old (or the clock too doubtful) to vouch for this grant.
+        details = {**base, "holder_reason": d.reason}
+        return Decision(False, offline, d.door, p.at, d.holder, d.credential, details)
+    return replace(d, details={**d.details, **base})
+
+
+def _decide(ix: SiteIndex, st: RuntimeState, p: Presentation, schedules: bool = True) -> Decision:
     if not ix.loaded:
         return Decision(False, "no_site", p.door, p.at)
     door = ix.doors.get(p.door)
@@ -145,27 +196,18 @@ def decide(ix: SiteIndex, st: RuntimeState, p: Presentation) -> Decision:
     if denial is None and cred is not None and not cred.active:
         denial = "credential_disabled"
     if denial is not None or cred is None:
-        return _unless_unlocked(
-            ix, st, door, local, p, holder_id, cred_id, denial or "unknown_credential", {}
-        )
+        reason = denial or "unknown_credential"
+        return _unless_unlocked(ix, st, door, local, p, holder_id, cred_id, reason, {}, schedules)
 
     holder = ix.holders[cred.holder]
     granted, reason, details, effects = entitlement(ix, st, holder, door, p.at, local)
     if not granted:
-        return _unless_unlocked(ix, st, door, local, p, holder_id, cred_id, reason, details)
-    if (
-        st.offline_reason is not None
-        and door.id in st.offline_doors
-        and holder.id not in st.offline_exempt
-    ):
-        # The cache is too old (or the clock too doubtful) to vouch for this grant.
-        details = {"holder_reason": reason}
         return _unless_unlocked(
-            ix, st, door, local, p, holder_id, cred_id, st.offline_reason, details
+            ix, st, door, local, p, holder_id, cred_id, reason, details, schedules
         )
 
     if door.mode == "card_and_pin" and not pin_checked:
-        if door_unlocked(ix, st, door, local) is not None:
+        if schedules and door_unlocked(ix, st, door, local) is not None:
             # Held open by its schedule: nobody is asked for a PIN, entitled or not.
             return Decision(
                 True,
@@ -293,9 +335,10 @@ def _unless_unlocked(
     cred: str | None,
     reason: str,
     details: dict[str, Any],
+    schedules: bool = True,
 ) -> Decision:
     """A door held open by its unlock schedule lets anyone through: say so."""
-    if door_unlocked(ix, st, door, local) is not None:
+    if schedules and door_unlocked(ix, st, door, local) is not None:
         return Decision(
             True, "unlocked", door.id, p.at, holder, cred, {"holder_reason": reason, **details}
         )

@@ -25,6 +25,7 @@ from edge.access.hardware import Hardware, ReaderPort
 from edge.access.policy import Decision, Presentation, decide, door_unlocked
 from edge.config import Config
 from edge.secrets import SecretError, load_pin_key
+from edge.site.clock import CLOCK_TOLERANCE_S
 from edge.site.recorder import Recorder
 from edge.site.runtime import DayPassUse, note_day_pass
 from edge.site.schedule import Opening
@@ -33,9 +34,6 @@ from edge.site.state import Actor, GatewayError, SiteChange, SiteState
 from edge.timeutil import iso_instant
 
 log = logging.getLogger("edge.gateway")
-
-# A clock this far behind what the cloud last said is not trusted.
-CLOCK_TOLERANCE_S = 300.0
 
 
 class RoomHooks(Protocol):
@@ -69,6 +67,7 @@ class AccessService:
         self.doors = Doors(config, self.hardware, self._door_event)
         self._door_tasks: set[asyncio.Task[None]] = set()
         self._offline: tuple[str, frozenset[str]] | None = None
+        self._step: float | None = None  # the clock step last told of
         site.subscribe(self._site_changed)
 
     async def start(self) -> None:
@@ -94,7 +93,7 @@ class AccessService:
         if change.index or change.entitlements or change.bookings:
             self.sync_doors()
         elif change.synced:
-            self._offline_state(time.time())
+            self._offline_state(self.site.clock.now())
 
     # --- decisions -------------------------------------------------------------
 
@@ -111,7 +110,10 @@ class AccessService:
                 raise GatewayError("no_pin_key", "no site PIN key is provisioned on this gateway")
             digest = pin_hmac(self.pin_key, pin)
         return Presentation(
-            door=door, at=time.time() if at is None else at, cards=cards, pin_hmac=digest
+            door=door,
+            at=self.site.clock.now() if at is None else at,
+            cards=cards,
+            pin_hmac=digest,
         )
 
     def dry_run(self, p: Presentation) -> Decision:
@@ -216,13 +218,17 @@ class AccessService:
     def sync_doors(self, quiet: frozenset[str] = frozenset()) -> None:
         """Schedules and lockdowns from the runtime state to the door controllers."""
         ix, st = self.site.index, self.site.state
-        now = time.time()
+        now = self.site.clock.now()
         self._offline_state(now)
         local = datetime.fromtimestamp(now, ix.tz)
         states = []
         for door_id in set(ix.doors) | set(self.doors.controllers):
             door = ix.doors.get(door_id)
-            scheduled = door is not None and door_unlocked(ix, st, door, local) is not None
+            method = st.offline_methods.get(door_id)
+            if method is not None:  # no schedule while the cache cannot be trusted
+                scheduled = method == "unlocked"
+            else:
+                scheduled = door is not None and door_unlocked(ix, st, door, local) is not None
             states.append((door_id, scheduled, st.in_lockdown(door_id)))
         self.doors.apply_state(states, quiet)
 
@@ -410,17 +416,32 @@ class AccessService:
     # --- the offline policy ---------------------------------------------------------
 
     def _offline_state(self, now: float) -> None:
-        """Which doors deny on a stale cache or an untrusted clock (offline_policy)."""
+        """Whether the cache can be trusted now; if not, the doors whose
+        offline_policy applies (locked, facility_code, unlocked) and why."""
         site = self.site
+        methods: dict[str, str] = {
+            d: "locked" if hw.offline_policy == "deny_stale" else hw.offline_policy
+            for d, hw in self.config.doors.items()
+            if hw.offline_policy != "cache"
+        }
         reason: str | None = None
         detail = ""
         cloud_time, synced_at = site.cloud_time, site.synced_at
-        if cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
+        if site.set_aside is not None and not site.index.loaded:
+            reason = "database_unreadable"
+            detail = (
+                f"the database was unreadable at start and was set aside as {site.set_aside}; "
+                "the doors run their offline policy until the cloud's snapshot is imported"
+            )
+        elif cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
             reason = "clock_untrusted"
             detail = (
                 f"the clock reads {iso_instant(now)}, before {iso_instant(cloud_time)}, "
                 "a time the cloud already vouched for"
             )
+        elif not site.index.loaded and methods:
+            reason = "no_site_data"
+            detail = "no site data has been imported yet"
         elif self.config.cloud is not None and synced_at is not None:
             limit = self.config.cloud.cache_stale_hours * 3600
             if now - synced_at > limit:
@@ -429,18 +450,31 @@ class AccessService:
                     f"the last successful sync was {(now - synced_at) / 3600:.1f} h ago "
                     f"(limit {self.config.cloud.cache_stale_hours:g} h)"
                 )
-        doors = frozenset(
-            d for d, hw in self.config.doors.items() if hw.offline_policy == "deny_stale"
-        )
+        doors = frozenset(methods)
         state = (reason, doors) if reason is not None else None
         st = site.state
         st.offline_reason = reason
-        st.offline_doors = doors if reason is not None else frozenset()
+        st.offline_methods = methods if reason is not None else {}
         st.offline_exempt = frozenset(self.config.access.offline_exempt)
+        st.offline_facility_codes = frozenset(self.config.access.offline_facility_codes)
+        step = site.clock.step
+        if (step is None) != (self._step is None):
+            if step is not None:
+                self.recorder.alarm(
+                    "clock_stepped",
+                    f"the system clock is {step:+.0f} s from the time doors decide at; "
+                    "it is not followed until the cloud vouches for a time",
+                    step_s=round(step),
+                )
+            else:
+                self.recorder.alarm("clock_stepped_cleared", "the system clock is followed again")
+        self._step = step
         if state != self._offline:
             if reason is not None:
                 log.error("gateway: %s: %s", reason, detail)
-                self.recorder.alarm(reason, detail, doors=sorted(doors))
+                self.recorder.alarm(
+                    reason, detail, doors=sorted(doors), policies=dict(sorted(methods.items()))
+                )
             elif self._offline is not None:
                 log.warning("gateway: %s is over", self._offline[0])
                 self.recorder.alarm(f"{self._offline[0]}_cleared", f"{self._offline[0]} is over")

@@ -139,7 +139,16 @@ def _human_status(s: dict[str, Any]) -> None:
             print(f"cloud:       {cloud['url']} ok")
     if s.get("offline"):
         off = s["offline"]
-        print(f"OFFLINE:     {off['reason']}: denying at {', '.join(off['doors'])}")
+        policies = off.get("policies") or {}
+        doors = ", ".join(f"{d} {m}" for d, m in policies.items()) or "no door (all on cache)"
+        print(f"OFFLINE:     {off['reason']}: offline policy at {doors}")
+    if s.get("database_set_aside"):
+        print(f"DATABASE:    unreadable at start, set aside as {s['database_set_aside']}")
+    if s.get("clock_step_s") is not None:
+        print(
+            f"CLOCK:       the system clock is {s['clock_step_s']:+.0f} s off the time doors "
+            "decide at (stepped; not followed until the cloud vouches for a time)"
+        )
     if s["doors"]:
         print("doors:")
         for d in s["doors"]:

@@ -52,10 +52,18 @@ class RuntimeState:
     adhoc_by_holder: dict[str, tuple[Booking, ...]] = field(default_factory=dict)
     first_in: dict[str, Opening] = field(default_factory=dict)
     pending_cards: dict[str, PendingCard] = field(default_factory=dict)
-    # offline_policy: doors that deny holders now, and why (cache_stale, clock_untrusted).
-    offline_doors: frozenset[str] = frozenset()
+    # While the cache cannot be trusted (offline_reason: cache_stale,
+    # clock_untrusted, database_unreadable, no_site_data), the doors whose
+    # offline_policy is not "cache", with that policy ("locked",
+    # "facility_code", "unlocked"); empty otherwise.
+    offline_methods: dict[str, str] = field(default_factory=dict)
     offline_reason: str | None = None
     offline_exempt: frozenset[str] = frozenset()
+    offline_facility_codes: frozenset[str] = frozenset()  # "H10301:17"
+
+    @property
+    def offline_doors(self) -> frozenset[str]:
+        return frozenset(self.offline_methods)
 
     def in_lockdown(self, door: str) -> bool:
         return self.lockdown_site or door in self.lockdown_doors

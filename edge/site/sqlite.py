@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,46 @@ def connect_sync(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+def check_readable(path: Path) -> str | None:
+    """What is wrong with the database at `path` (None: nothing SQLite finds).
+
+    `PRAGMA quick_check` reads every page (the integrity check without the
+    index-to-table cross-checks, which take several times longer); a file that
+    is not a database fails at the first statement.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = connect_sync(path)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    found = [str(r[0]) for r in rows]
+    return None if found == ["ok"] else "; ".join(found[:5])
+
+
+def set_aside(path: Path, now: float) -> Path:
+    """Move the database at `path` and its journal files into `corrupt/` beside
+    it, under the time they were set aside, for inspection; returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    folder = path.parent / "corrupt"
+    folder.mkdir(exist_ok=True)
+    dest = folder / f"{path.stem}-{stamp}{path.suffix}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = folder / f"{path.stem}-{stamp}-{n}{path.suffix}"
+    for suffix in ("-wal", "-shm", "-journal"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.rename(dest.with_name(dest.name + suffix))
+    path.rename(dest)
+    return dest
 
 
 def migrate(conn: MigrateConnection, migrations: Sequence[str], program: str = "gateway") -> int:
@@ -110,6 +151,7 @@ class SqliteStore:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._closing = False  # a store stopped after a failed start can start again
         # Migrations run on a plain connection before the async one exists.
         conn = connect_sync(self.path)
         try:

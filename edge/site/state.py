@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from edge.config import Config
+from edge.site.clock import SteadyClock
 from edge.site.index import dismantle, load_index
 from edge.site.model import SiteIndex
 from edge.site.runtime import DayPassUse, RuntimeState, note_day_pass
 from edge.site.schedule import Opening
-from edge.site.sqlite import SqlOp
+from edge.site.sqlite import SqlOp, check_readable, set_aside
 from edge.site.store import Store
 
 log = logging.getLogger("edge.gateway")
@@ -72,6 +75,10 @@ class SiteState:
         self.state = RuntimeState()
         self.synced_at: float | None = None  # the cache's age runs from here
         self.cloud_time: float | None = None  # the latest time the cloud vouched for
+        # The time doors decide at (the system clock, unless it was stepped).
+        self.clock = SteadyClock()
+        # Where an unreadable database found at start was moved (None: it was fine).
+        self.set_aside: Path | None = None
         self._followers: list[Callable[[SiteChange], None]] = []
 
     def subscribe(self, follower: Callable[[SiteChange], None]) -> None:
@@ -87,6 +94,25 @@ class SiteState:
     async def start(self) -> int:
         """Open the store and load the current generation; returns it (0: none)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        problem = await asyncio.to_thread(check_readable, self.db_path)
+        if problem is None:
+            try:
+                return await self._open()
+            except sqlite3.DatabaseError as exc:
+                await self.store.stop()
+                self.index = SiteIndex.empty()
+                problem = str(exc)
+        # Kept for inspection; the gateway starts afresh and pulls a snapshot,
+        # the doors running their offline policy meanwhile (database_unreadable).
+        self.set_aside = await asyncio.to_thread(set_aside, self.db_path, time.time())
+        log.error(
+            "store: the database is unreadable (%s); set aside as %s, starting afresh",
+            problem,
+            self.set_aside,
+        )
+        return await self._open()
+
+    async def _open(self) -> int:
         await self.store.start()
         gen = await self.store.generation()
         if gen:

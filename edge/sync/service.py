@@ -310,6 +310,7 @@ class Sync:
         if server_time is not None:
             self.clock_offset = server_time - time.time()
             self.state.note_cloud_time(server_time)
+            self.state.clock.vouch(server_time)
 
     def _pull_failed(self, exc: CloudError) -> None:
         self.pull.failed(str(exc))

@@ -58,9 +58,12 @@ def status(gw: Gateway) -> dict[str, Any]:
         "offline": {
             "reason": gw.site.state.offline_reason,
             "doors": sorted(gw.site.state.offline_doors),
+            "policies": dict(sorted(gw.site.state.offline_methods.items())),
         }
         if gw.site.state.offline_reason
         else None,
+        "database_set_aside": str(gw.site.set_aside) if gw.site.set_aside else None,
+        "clock_step_s": None if gw.site.clock.step is None else round(gw.site.clock.step, 1),
         "cloud": None
         if gw.sync is None
         else {
