@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from drivers.aio import cancel_and_wait
 from drivers.modbus import InputPoller, ModbusBus, ModbusError, ModbusPoll
-from drivers.osdp import OsdpBus, OsdpCommandError, OsdpReader, parse_scbk
+from drivers.osdp import SCBK_D, OsdpBus, OsdpCommandError, OsdpReader, parse_scbk
 from drivers.wiegand import (
     EdgeSource,
     Frame,
@@ -187,9 +187,14 @@ class Hardware:
             where = secret_path(self.state_dir, key_name)
             return None, f"key file {where} is not provisioned (see docs/hardware.md)"
         try:
-            return parse_scbk(raw), None
+            key = parse_scbk(raw)
         except ValueError as exc:
             return None, f"{secret_path(self.state_dir, key_name)}: {exc}"
+        if key == SCBK_D and not rc.install_mode:
+            # The default key is public: a reader keyed with it is not secured (Annex D.8).
+            where = secret_path(self.state_dir, key_name)
+            return None, f"key file {where} holds the default key SCBK-D (install mode only)"
+        return key, None
 
     def _build_osdp(self, port: ReaderPort, rc: OsdpReaderSection) -> None:
         key, problem = self._osdp_key(port.name, rc)
