@@ -85,6 +85,9 @@ class ReaderPort:
     read_ns: int = 0  # when the last card read reached the gateway (CLOCK_MONOTONIC)
     where: str = ""  # what the driver opens, for messages
     feedback_fn: Callable[[bool], Awaitable[None]] | None = None
+    # An OSDP key file that cannot be used (missing, malformed, SCBK-D): the real
+    # cause, which the driver only knows as "no key for the secure channel".
+    key_fault: str | None = None
 
     async def feedback(self, granted: bool) -> None:
         if self.feedback_fn is None or not self.online:
@@ -218,6 +221,7 @@ class Hardware:
 
         port.feedback_fn = feedback
         port.fault = problem or "not connected yet"
+        port.key_fault = problem
         pins = PinEntry(timeout_ns=int(5e9))
 
         def card(bits: int, bit_count: int, fmt: str) -> None:
@@ -367,7 +371,7 @@ class Hardware:
                     port.fault = None
                     port.detail = "secure channel" if reader.state == "secure" else "IN CLEAR"
                 else:
-                    port.fault = reader.bus.fault or reader.fault or port.fault
+                    port.fault = port.key_fault or reader.bus.fault or reader.fault or port.fault
             if port.reported_online == port.online:
                 continue
             first = port.reported_online is None
