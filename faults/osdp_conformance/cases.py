@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,20 +47,21 @@ CARD = 0x2A5A5A5  # 26 bits
 OTHER_CARD = 0x155A5A5
 
 
+CaseFn = Callable[[], Coroutine[Any, Any, None]]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     requirement: str  # the spec section, and the OSDP Verified test id
-    run: Callable[[], Awaitable[None]]
+    run: CaseFn
 
 
 CASES: list[Case] = []
 
 
-def case(
-    requirement: str,
-) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
-    def register(fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+def case(requirement: str) -> Callable[[CaseFn], CaseFn]:
+    def register(fn: CaseFn) -> CaseFn:
         CASES.append(Case(fn.__name__.removeprefix("case_"), requirement, fn))
         return fn
 
