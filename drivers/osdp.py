@@ -982,9 +982,19 @@ class OsdpBus:
                 self._port_failures = 0
                 self._fault.clear("port open")
             did_any = False
+            readers = list(self.readers.values())
+            # One connection attempt per pass, the longest overdue first: each one
+            # that goes unanswered holds the bus for a reply timeout, and a live
+            # reader must be polled before its PD gives up on the session (libosdp
+            # drops it after well under a second of silence).
+            attempt = min(
+                (r for r in readers if r.state == "offline" and r.due),
+                key=lambda r: r._next_try,
+                default=None,
+            )
             try:
-                for reader in list(self.readers.values()):
-                    if reader.due:
+                for reader in readers:
+                    if reader.due and (reader.state != "offline" or reader is attempt):
                         did_any = True
                         await self._guarded_turn(reader)
             except OSError as exc:

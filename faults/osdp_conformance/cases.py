@@ -107,13 +107,27 @@ def reader_cfg(address: int = 1, **kw: Any) -> OsdpReaderConfig:
 
 @contextlib.asynccontextmanager
 async def cp(
-    link: SerialLink, cfg: OsdpReaderConfig, key: bytes | None = None
+    link: SerialLink,
+    cfg: OsdpReaderConfig,
+    key: bytes | None = None,
+    *,
+    absent: tuple[int, ...] = (),
+    retry_max_ms: int = 400,
 ) -> AsyncIterator[tuple[OsdpBus, OsdpReader, Seen]]:
+    """Our CP with the reader `cfg`, and readers at `absent` addresses nobody answers."""
     bus = OsdpBus(
-        OsdpBusConfig(type="osdp", port=link.a, baudrate=link.baudrate, retry_max_ms=400),
+        OsdpBusConfig(
+            type="osdp",
+            port=link.a,
+            baudrate=link.baudrate,
+            retry_max_ms=retry_max_ms,
+            frame_log=4096,
+        ),
         "bus1",
     )
     reader = bus.add_reader(cfg, key)
+    for address in absent:
+        bus.add_reader(reader_cfg(address, secure=False), None)
     seen = Seen(reader)
     await bus.start()
     try:
@@ -145,7 +159,7 @@ async def raw_rig(
 
 @contextlib.asynccontextmanager
 async def libosdp_rig(
-    sim: SimReader, cfg: OsdpReaderConfig, key: bytes | None
+    sim: SimReader, cfg: OsdpReaderConfig, key: bytes | None, **cp_kw: Any
 ) -> AsyncIterator[tuple[OsdpBus, OsdpReader, Seen, SimOsdpBus]]:
     """Our CP against a libosdp PD."""
     link = SerialLink(115200)
@@ -153,7 +167,7 @@ async def libosdp_rig(
     sim_bus = SimOsdpBus(link.b, [sim])
     try:
         await sim_bus.start()
-        async with cp(link, cfg, key) as (bus, reader, seen):
+        async with cp(link, cfg, key, **cp_kw) as (bus, reader, seen):
             yield bus, reader, seen, sim_bus
     finally:
         await sim_bus.stop()
@@ -233,6 +247,33 @@ async def case_turnaround_and_poll_cadence() -> None:
     # back to back, far inside the 8 s after which a PD drops a silent CP's session.
     assert polls / elapsed >= 10, f"{polls} polls in {elapsed:.1f} s"
     assert all(f[:2] == b"\xff\x53" for _, way, f in bus.frames if way == "tx")
+
+
+@case("5.7 poll cadence; Annex D session kept (a PD drops a silent CP's session)")
+async def case_poll_cadence_with_absent_readers() -> None:
+    """Six configured readers that never answer share the bus with a secure libosdp
+    reader: each connection attempt costs a 200 ms timeout, yet the live reader is
+    polled often enough that its session never lapses (libosdp drops a session left
+    silent for its OSDP_PD_SC_TIMEOUT_MS, 400 or 800 ms depending on the version)."""
+    sim = SimReader(1, KEY)
+    absent = (2, 3, 4, 5, 6, 7)
+    async with libosdp_rig(sim, reader_cfg(), KEY, absent=absent, retry_max_ms=1000) as (
+        bus,
+        reader,
+        seen,
+        _,
+    ):
+        await until(lambda: reader.state == "secure", "secure channel")
+        t0 = time.monotonic()
+        await asyncio.sleep(4.0)
+        times = [t for t, way, f in bus.frames if way == "tx" and t >= t0 and f[2] == 1]
+        sim.present_card(CARD, 26)
+        await until(lambda: bool(seen.cards), "a card")
+    assert seen.offline == 0, f"the session lapsed: {seen.causes}"
+    assert sum(f.code == Cmd.CHLNG for f in sent(bus) if f.address == 1) == 1
+    longest = max(b - a for a, b in itertools.pairwise(times))
+    # At most one unanswered attempt (a 200 ms timeout) between two of its polls.
+    assert longest < 0.45, f"the live reader waited {longest:.2f} s for a poll"
 
 
 # --- check characters (Annex C, E) ----------------------------------------------------------------
