@@ -220,6 +220,32 @@ async def case_late_reply_is_absent() -> None:
         assert Cmd.CAP not in pd.codes(), "a late PDID was taken as the answer"
 
 
+@case("5.7 a reply on time is taken even when the CP was busy")
+async def case_reply_on_time_while_busy() -> None:
+    """The gateway's loop stalls for 300 ms just as a reply reaches the port (a slow
+    SD card, a big sync page): the reply came in time on the wire, so it is the
+    answer; the command is not resent and nothing is counted late."""
+    stalled = {"done": False}
+
+    def stall(way: str, data: bytes, ns: int) -> None:
+        if way == "b->a" and not stalled["done"]:
+            stalled["done"] = True
+            time.sleep(0.3)  # blocks the loop with the reply already in the port
+
+    async with raw_rig(reader_cfg(secure=False)) as (bus, reader, seen, pd, link):
+        await until(lambda: reader.state == "online", "online")
+        before = list(pd.commands)
+        link.observer = stall
+        await until(lambda: stalled["done"], "the stall")
+        await asyncio.sleep(0.2)
+        link.observer = None
+        after = pd.commands[len(before) :]
+        repeats = sum(a.raw == b.raw for a, b in itertools.pairwise(after))
+        assert repeats == 0, "a command answered in time was sent again"
+        assert bus.counters["late"] == 0, errors(bus)
+        assert seen.offline == 0, (seen.causes, bus.recent_frames()[-8:])
+
+
 @case("5.7 line turnaround >= 2 characters, mark byte; Verified 050-07-01, 050-08-01")
 async def case_turnaround_and_poll_cadence() -> None:
     """At 9600 baud: every command starts with the 0xFF mark, at least two character
