@@ -304,6 +304,14 @@ class FrameSplitter:
     def clear(self) -> None:
         self._buf.clear()
 
+    def missing(self) -> int:
+        """Bytes still to come for a frame whose head has arrived (0: none begun)."""
+        buf = self._buf
+        if len(buf) < 4 or buf[0] != SOM:
+            return 0
+        length = buf[2] | buf[3] << 8
+        return length - len(buf) if 7 <= length <= self.max_len else 0
+
     def feed(self, data: bytes) -> list[bytes | PacketError]:
         out: list[bytes | PacketError] = []
         buf = self._buf
@@ -1059,7 +1067,13 @@ class OsdpBus:
             data = b""
             error = exc
         else:
-            error = OSError("hung up") if not data else None
+            error = None
+            if not data:
+                # Readable yet empty is a hang-up, unless the bytes were taken by the
+                # exchange's last look at the port after this callback was queued.
+                if not select.select([self._fd], [], [], 0)[0]:
+                    return
+                error = OSError("hung up")
         if error is not None:
             # Unplugged (EIO, or end of file on a hung-up line): stop watching,
             # and let the poll task close the port and retry.
@@ -1101,6 +1115,7 @@ class OsdpBus:
             # takes its own wire time: at 9600 baud 60 bytes are 62 ms each way.
             wire_s = (len(frame) + REPLY_ALLOWANCE_BYTES) * 10 / self.config.baudrate
             deadline = self._last_io + wire_s + self.config.reply_timeout_ms / 1000
+            missing = 0
             while True:
                 remaining = deadline - time.monotonic()
                 item = await self._next(remaining) if remaining > 0 else None
@@ -1111,7 +1126,15 @@ class OsdpBus:
                     if self._fd is not None and select.select([self._fd], [], [], 0)[0]:
                         self._readable()
                     if not self._rx:
-                        return None
+                        # The 200 ms run to a reply's first byte (5.7); a long reply
+                        # that has begun gets its wire time, while bytes keep coming
+                        # within the 20 ms inter-character timeout (5.8).
+                        now_missing = self._splitter.missing()
+                        if not now_missing or now_missing == missing:
+                            return None
+                        missing = now_missing
+                        deadline = time.monotonic() + missing * 10 / self.config.baudrate + 0.02
+                        continue
                     item = self._rx.popleft()
                 if isinstance(item, OSError):
                     raise item
