@@ -39,8 +39,9 @@ import hmac
 import logging
 import os
 import random
+import select
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -133,7 +134,28 @@ _KEYPAD = {0x7F: "*", 0x0D: "#"}
 
 
 class PacketError(ValueError):
-    """A frame that is not a well-formed OSDP packet (bad length, CRC, layout)."""
+    """A frame that is not a well-formed OSDP packet (bad length, CRC, layout).
+
+    `kind` names the cause for the bus's counters (one of PROTOCOL_ERRORS).
+    """
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# What the bus counts in `OsdpBus.counters`, one name per way a frame is refused.
+PROTOCOL_ERRORS = (
+    "bad_check",  # CRC or checksum wrong (SIA OSDP 2.2 Annex C; OSDP Verified 050-09-16)
+    "bad_length",  # length field under 7 or over MAX_FRAME (5.6, 5.9)
+    "malformed",  # a frame whose layout does not parse
+    "late",  # a reply that came after its timeout (5.7): dropped, never matched
+    "foreign",  # a reply from another address, or a command echoed (5.9)
+    "bad_sequence",  # a reply whose SQN is not the command's (5.9; 050-09-19)
+    "checksum_in_secure",  # a checksum reply to a secure reader (050-09-15)
+    "plaintext_in_session",  # a clear reply inside the secure channel (Annex D)
+    "bad_mac",  # a reply MAC that does not verify (Annex D)
+)
 
 
 class OsdpCommandError(Exception):
@@ -234,7 +256,7 @@ def decode_packet(frame: bytes) -> Packet:
     if length != len(frame):
         raise PacketError(f"length field {length} != frame length {len(frame)}")
     if not _check_ok(frame):
-        raise PacketError("bad check character")
+        raise PacketError("bad check character", "bad_check")
     ctrl = frame[4]
     crc = bool(ctrl & CTRL_CRC)
     end = len(frame) - (2 if crc else 1)
@@ -282,6 +304,14 @@ class FrameSplitter:
     def clear(self) -> None:
         self._buf.clear()
 
+    def missing(self) -> int:
+        """Bytes still to come for a frame whose head has arrived (0: none begun)."""
+        buf = self._buf
+        if len(buf) < 4 or buf[0] != SOM:
+            return 0
+        length = buf[2] | buf[3] << 8
+        return length - len(buf) if 7 <= length <= self.max_len else 0
+
     def feed(self, data: bytes) -> list[bytes | PacketError]:
         out: list[bytes | PacketError] = []
         buf = self._buf
@@ -297,14 +327,14 @@ class FrameSplitter:
                 break
             length = buf[2] | buf[3] << 8
             if length < 7 or length > self.max_len:
-                out.append(PacketError(f"implausible length {length}"))
+                out.append(PacketError(f"implausible length {length}", "bad_length"))
                 del buf[:1]
                 continue
             if len(buf) < length:
                 break
             frame = bytes(buf[:length])
             if not _check_ok(frame):
-                out.append(PacketError(f"bad check character in {frame.hex(' ')}"))
+                out.append(PacketError(f"bad check character in {frame.hex(' ')}", "bad_check"))
                 del buf[:1]
                 continue
             del buf[:length]
@@ -760,9 +790,21 @@ class OsdpReader:
                 continue
             break
         self._misses = 0
-        if reply.sqn != self._sqn and reply.sqn != 0:
-            self.bus._protocol_error(f"{self.name}: reply sequence {reply.sqn} != {self._sqn}")
+        # A reply carries its command's SQN (5.9); only osdp_BUSY may carry 0 (7.19).
+        # Taking 0 from any reply would let a stale answer to osdp_ID pass as one to
+        # a poll (OSDP Verified 050-09-19).
+        if reply.sqn != self._sqn and not (reply.sqn == 0 and reply.code == Reply.BUSY):
+            self.bus._protocol_error(
+                f"{self.name}: reply sequence {reply.sqn} != {self._sqn}", "bad_sequence"
+            )
             raise _Offline("sequence number mismatch")
+        if not reply.crc and self.config.secure and not self.config.allow_plaintext:
+            # A secure reader speaks CRC-16 only (OSDP Verified 050-09-15): the
+            # one-byte checksum lets a line error through 1 time in 256.
+            self.bus._protocol_error(
+                f"{self.name}: checksum reply from a secure reader", "checksum_in_secure"
+            )
+            raise _Offline("checksum reply from a secure reader")
         self._sqn = self._sqn % 3 + 1
         return self._unwrap(code, reply, sc)
 
@@ -778,14 +820,16 @@ class OsdpReader:
                 raise _Offline("secure session lost (plaintext NAK)")
             if code == Cmd.KEYSET and reply.code == Reply.ACK:
                 return reply  # some PDs drop the session before answering
-            self.bus._protocol_error(f"{self.name}: plaintext reply inside the secure channel")
+            self.bus._protocol_error(
+                f"{self.name}: plaintext reply inside the secure channel", "plaintext_in_session"
+            )
             raise _Offline("plaintext reply inside the secure channel")
         if reply.mac is None:
             raise _Offline("secure reply without a MAC")
         expected = sc.mac(reply.authenticated, command=False)[:4]
         if not hmac.compare_digest(expected, reply.mac):
             self._sc = None
-            self.bus._protocol_error(f"{self.name}: reply MAC mismatch")
+            self.bus._protocol_error(f"{self.name}: reply MAC mismatch", "bad_mac")
             raise _Offline("secure channel failed (bad MAC)")
         if reply.scb[1] == Scs.REPLY_ENC and reply.data:
             try:
@@ -826,7 +870,7 @@ class OsdpReader:
             elif reply.code not in (Reply.ACK, Reply.ISTATR, Reply.RSTATR):
                 log.debug("%s: ignored reply %#04x %s", self.name, reply.code, d.hex())
         except PacketError as exc:
-            self.bus._protocol_error(f"{self.name}: {exc}")
+            self.bus._protocol_error(f"{self.name}: {exc}", exc.kind)
         except _Offline:
             raise
         except Exception:
@@ -889,6 +933,8 @@ class OsdpBus:
         self._last_io = 0.0
         self._port_failures = 0
         self.last_rx_ns = 0  # when the last whole frame was read (CLOCK_MONOTONIC)
+        # Frames refused, by cause (see PROTOCOL_ERRORS): what a bus analyser would count.
+        self.counters: Counter[str] = Counter()
 
     @property
     def fault(self) -> str | None:
@@ -899,6 +945,13 @@ class OsdpBus:
             raise ValueError(f"{self.name}: two readers at address {config.address}")
         if key is not None and len(key) != 16:
             raise ValueError(f"{self.name}/pd{config.address}: an SCBK has 16 bytes")
+        if key == SCBK_D and not config.install_mode:
+            # SCBK-D is public (Annex D.8): a reader still on it is not secured.
+            raise ValueError(
+                f"{self.name}/pd{config.address}: the key file holds the default key "
+                "SCBK-D, which is for install mode only; provision a key of its own "
+                "(install_mode = true, then edgectl osdp install-key)"
+            )
         reader = OsdpReader(self, config, key)
         self.readers[config.address] = reader
         return reader
@@ -938,9 +991,19 @@ class OsdpBus:
                 self._port_failures = 0
                 self._fault.clear("port open")
             did_any = False
+            readers = list(self.readers.values())
+            # One connection attempt per pass, the longest overdue first: each one
+            # that goes unanswered holds the bus for a reply timeout, and a live
+            # reader must be polled before its PD gives up on the session (libosdp
+            # drops it after well under a second of silence).
+            attempt = min(
+                (r for r in readers if r.state == "offline" and r.due),
+                key=lambda r: r._next_try,
+                default=None,
+            )
             try:
-                for reader in list(self.readers.values()):
-                    if reader.due:
+                for reader in readers:
+                    if reader.due and (reader.state != "offline" or reader is attempt):
                         did_any = True
                         await self._guarded_turn(reader)
             except OSError as exc:
@@ -1004,7 +1067,13 @@ class OsdpBus:
             data = b""
             error = exc
         else:
-            error = OSError("hung up") if not data else None
+            error = None
+            if not data:
+                # Readable yet empty is a hang-up, unless the bytes were taken by the
+                # exchange's last look at the port after this callback was queued.
+                if not select.select([self._fd], [], [], 0)[0]:
+                    return
+                error = OSError("hung up")
         if error is not None:
             # Unplugged (EIO, or end of file on a hung-up line): stop watching,
             # and let the poll task close the port and retry.
@@ -1015,7 +1084,7 @@ class OsdpBus:
         self._last_io = time.monotonic()
         for item in self._splitter.feed(data):
             if isinstance(item, PacketError):
-                self._protocol_error(str(item))
+                self._protocol_error(str(item), item.kind)
             else:
                 self.last_rx_ns = time.monotonic_ns()
                 self.frames.append((time.monotonic(), "rx", item))
@@ -1026,13 +1095,18 @@ class OsdpBus:
         async with self._lock:
             if self._serial is None:
                 raise OSError(f"{self.config.port} is closed")
-            gap = self._last_io + self.config.interframe_gap_ms / 1000 - time.monotonic()
+            # At least two character times of idle line before we drive it (5.7), so
+            # the last sender's transceiver has turned around.
+            idle_s = max(self.config.interframe_gap_ms / 1000, 20 / self.config.baudrate)
+            gap = self._last_io + idle_s - time.monotonic()
             if gap > 0:
                 await asyncio.sleep(gap)
-            while self._rx:  # a late reply to an earlier command
+            while self._rx:  # a late reply to an earlier command: absent (5.7)
                 stale = self._rx.popleft()
                 if isinstance(stale, OSError):
                     raise stale
+                self.counters["late"] += 1
+                log.debug("%s: late frame dropped: %s", self.name, stale.hex(" "))
             self._splitter.clear()
             self.frames.append((time.monotonic(), "tx", frame))
             self._serial.write(frame)
@@ -1041,21 +1115,36 @@ class OsdpBus:
             # takes its own wire time: at 9600 baud 60 bytes are 62 ms each way.
             wire_s = (len(frame) + REPLY_ALLOWANCE_BYTES) * 10 / self.config.baudrate
             deadline = self._last_io + wire_s + self.config.reply_timeout_ms / 1000
+            missing = 0
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                item = await self._next(remaining)
+                item = await self._next(remaining) if remaining > 0 else None
                 if item is None:
-                    return None
+                    # Before calling the reply absent, take what the port already
+                    # holds: a busy loop may not yet have read a reply that came in
+                    # time, and only the wire's timing counts (5.7).
+                    if self._fd is not None and select.select([self._fd], [], [], 0)[0]:
+                        self._readable()
+                    if not self._rx:
+                        # The 200 ms run to a reply's first byte (5.7); a long reply
+                        # that has begun gets its wire time, while bytes keep coming
+                        # within the 20 ms inter-character timeout (5.8).
+                        now_missing = self._splitter.missing()
+                        if not now_missing or now_missing == missing:
+                            return None
+                        missing = now_missing
+                        deadline = time.monotonic() + missing * 10 / self.config.baudrate + 0.02
+                        continue
+                    item = self._rx.popleft()
                 if isinstance(item, OSError):
                     raise item
                 try:
                     packet = decode_packet(item)
                 except PacketError as exc:
-                    self._protocol_error(f"{reader.name}: {exc}")
+                    self._protocol_error(f"{reader.name}: {exc}", exc.kind)
                     continue
                 if not packet.reply or packet.address != reader.address:
+                    self.counters["foreign"] += 1
                     log.debug("%s: ignored frame %s", self.name, item.hex(" "))
                     continue
                 return packet
@@ -1079,7 +1168,8 @@ class OsdpBus:
                 self._rx_waiter = None
         return self._rx.popleft()
 
-    def _protocol_error(self, what: str) -> None:
+    def _protocol_error(self, what: str, kind: str = "malformed") -> None:
+        self.counters[kind] += 1
         log.warning(
             "%s: protocol error: %s; recent frames:\n%s",
             self.name,

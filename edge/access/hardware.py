@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from drivers.aio import cancel_and_wait
 from drivers.modbus import InputPoller, ModbusBus, ModbusError, ModbusPoll
-from drivers.osdp import OsdpBus, OsdpCommandError, OsdpReader, parse_scbk
+from drivers.osdp import SCBK_D, OsdpBus, OsdpCommandError, OsdpReader, parse_scbk
 from drivers.wiegand import (
     EdgeSource,
     Frame,
@@ -78,7 +78,6 @@ class ReaderPort:
     door: str | None = None
     side: Side = "in"
     fault: str | None = "not started"  # why it cannot be used now, in words
-    key_problem: str | None = None  # its key file's problem, said beside any other fault
     detail: str = ""  # what is fine about it, in words ("secure channel")
     online: bool = False
     reported_online: bool | None = None  # as the last reader.online/offline event said
@@ -86,6 +85,9 @@ class ReaderPort:
     read_ns: int = 0  # when the last card read reached the gateway (CLOCK_MONOTONIC)
     where: str = ""  # what the driver opens, for messages
     feedback_fn: Callable[[bool], Awaitable[None]] | None = None
+    # An OSDP key file that cannot be used (missing, malformed, SCBK-D): the real
+    # cause, which the driver only knows as "no key for the secure channel".
+    key_fault: str | None = None
 
     async def feedback(self, granted: bool) -> None:
         if self.feedback_fn is None or not self.online:
@@ -188,9 +190,14 @@ class Hardware:
             where = secret_path(self.state_dir, key_name)
             return None, f"key file {where} is not provisioned (see docs/hardware.md)"
         try:
-            return parse_scbk(raw), None
+            key = parse_scbk(raw)
         except ValueError as exc:
             return None, f"{secret_path(self.state_dir, key_name)}: {exc}"
+        if key == SCBK_D and not rc.install_mode:
+            # The default key is public: a reader keyed with it is not secured (Annex D.8).
+            where = secret_path(self.state_dir, key_name)
+            return None, f"key file {where} holds the default key SCBK-D (install mode only)"
+        return key, None
 
     def _build_osdp(self, port: ReaderPort, rc: OsdpReaderSection) -> None:
         key, problem = self._osdp_key(port.name, rc)
@@ -213,8 +220,8 @@ class Hardware:
                 await reader.text("WELCOME" if granted else "ACCESS DENIED", seconds=3)
 
         port.feedback_fn = feedback
-        port.key_problem = problem
         port.fault = problem or "not connected yet"
+        port.key_fault = problem
         pins = PinEntry(timeout_ns=int(5e9))
 
         def card(bits: int, bit_count: int, fmt: str) -> None:
@@ -364,10 +371,7 @@ class Hardware:
                     port.fault = None
                     port.detail = "secure channel" if reader.state == "secure" else "IN CLEAR"
                 else:
-                    fault = reader.bus.fault or reader.fault
-                    if fault and port.key_problem and port.key_problem not in fault:
-                        fault = f"{fault}; {port.key_problem}"
-                    port.fault = fault or port.fault
+                    port.fault = port.key_fault or reader.bus.fault or reader.fault or port.fault
             if port.reported_online == port.online:
                 continue
             first = port.reported_online is None
