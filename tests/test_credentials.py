@@ -175,3 +175,65 @@ def test_the_example_config_and_unit_name_the_same_credentials() -> None:
         assert f"LoadCredential={name}:/etc/edge-gateway/credentials/{name}\n" in unit
     assert 'password_secret = "mqtt_password"' in example
     assert 'token_secret = "cloud_token"' in example
+
+
+# --- the bridge: its platforms' URLs get the same treatment ---------------------------
+
+BRIDGE = (
+    '[platforms.nx]\ntype = "nexudus"\nusername = "ops@example.com"\nurl = "{url}"\n{extra}'
+    '[sites.s]\nplatform = "nx"\nlocations = ["1"]\n'
+)
+OFFICERND = (
+    '[platforms.o]\ntype = "officernd"\norganization = "o"\nclient_id = "c"\n'
+    'token_url = "{url}"\n{extra}[sites.s]\nplatform = "o"\nlocations = ["1"]\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "url", "extra", "ok"),
+    [
+        (BRIDGE, "https://spaces.nexudus.com", "", True),
+        (BRIDGE, "http://127.0.0.1:9000", "", False),
+        (BRIDGE, "http://127.0.0.1:9000", "allow_insecure_http_for_lab = true\n", True),
+        (OFFICERND, "http://idp.example/oauth/token", "", False),
+        (OFFICERND, "http://idp.example/oauth/token", "allow_insecure_http_for_lab = true\n", True),
+    ],
+)
+def test_bridge_platform_urls_must_be_https_unless_the_lab_flag(
+    template: str, url: str, extra: str, ok: bool
+) -> None:
+    from bridge.config import parse_config
+    from edge.config import ConfigError
+
+    text = template.format(url=url, extra=extra)
+    if ok:
+        parse_config(text, "bridge.toml")
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "bridge.toml")
+    assert any(f"'{url}' is plain HTTP" in p and "platforms." in p for p in err.value.problems), (
+        err.value.problems
+    )
+
+
+def test_the_bridge_warns_at_start_when_the_lab_flag_is_on(tmp_path: Path) -> None:
+    from hwsim.platforms.nexudus import NexudusSim
+    from hwsim.platforms.rig import BridgeProcess, bridge_config, provision
+
+    sim = NexudusSim().start()
+    b = None
+    try:
+        ids = sim.load_example(DAY)
+        state = tmp_path / "bridge"
+        provision(state)
+        text = bridge_config("nexudus", sim.base_url, str(ids["mitte"]), port=0)
+        b = BridgeProcess(state, text).start()
+        b.wait_ready()
+        assert (
+            f"nexudus: INSECURE: allow_insecure_http_for_lab is on; credentials and member "
+            f"data go to {sim.base_url} in clear"
+        ) in b.output()
+    finally:
+        if b is not None:
+            b.stop()
+        sim.stop()
