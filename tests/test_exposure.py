@@ -55,6 +55,11 @@ def test_hardening_keeps_what_the_daemon_needs() -> None:
         "LoadCredential=pin_key:/etc/edge-gateway/credentials/pin_key",
         "LoadCredential=cloud_token:/etc/edge-gateway/credentials/cloud_token",
         "LoadCredential=mqtt_password:/etc/edge-gateway/credentials/mqtt_password",
+        # Defaults the gateway reads as "not provisioned", so that a missing
+        # file does not keep the door controller from starting.
+        "SetCredential=pin_key:\\n",
+        "SetCredential=cloud_token:\\n",
+        "SetCredential=mqtt_password:\\n",
     ):
         assert needed in lines
     for breaking in ("PrivateDevices=yes", "PrivateNetwork=yes", "PrivateUsers=yes"):
