@@ -109,7 +109,8 @@ def _bridge(
 def _gateway_config(url: str, public: str, broker: Mosquitto | None, pull_s: float) -> str:
     text = (
         '[site]\nid = "mitte"\n[log]\nlevel = "warning"\n'
-        f'[cloud]\nurl = "{url}"\npull_interval_s = {pull_s}\nchanges_limit = 1000\n'
+        f'[cloud]\nurl = "{url}"\nallow_insecure_http_for_lab = true\n'
+        f"pull_interval_s = {pull_s}\nchanges_limit = 1000\n"
         f"backoff_min_s = 0.2\nbackoff_max_s = 1\npush = {'true' if broker else 'false'}\n"
         f'[cloud.keys]\n{PUSH_KEY_ID} = "{public}"\n'
     )

@@ -35,7 +35,8 @@ MEMBERS = 100_000
 def _config(cloud: CloudSim, broker: Mosquitto | None, pull_s: float, extra: str = "") -> str:
     text = (
         '[site]\nid = "mitte"\n[log]\nlevel = "warning"\n'
-        f'[cloud]\nurl = "{cloud.url}"\npull_interval_s = {pull_s}\n'
+        f'[cloud]\nurl = "{cloud.url}"\nallow_insecure_http_for_lab = true\n'
+        f"pull_interval_s = {pull_s}\n"
         f"push = {'true' if broker else 'false'}\nchanges_limit = 1000\n{extra}"
         f'[cloud.keys]\n{cloud.key_id} = "{cloud.public_key_b64}"\n'
     )

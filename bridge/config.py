@@ -88,6 +88,27 @@ class _PlatformBase(_Section):
     webhook_secret: Identifier | None = None
     backoff_min_s: Seconds = 1
     backoff_max_s: Seconds = 300
+    # Allow http:// for url (and OfficeRnD's token_url): the platform password
+    # or client secret, its tokens and every member record then cross the
+    # network in clear. For a lab or a simulated platform on loopback only; the
+    # bridge logs a WARNING at every start while it is on.
+    allow_insecure_http_for_lab: bool = False
+
+    def insecure_urls(self) -> list[str]:
+        """The URLs of this platform that are plain HTTP."""
+        urls = [self.url, getattr(self, "token_url", "")]
+        return [u for u in urls if u.startswith("http://")]
+
+    @model_validator(mode="after")
+    def _https_only(self) -> _PlatformBase:
+        plain = self.insecure_urls()
+        if plain and not self.allow_insecure_http_for_lab:
+            raise ValueError(
+                f"{plain[0]!r} is plain HTTP, which sends the platform's credentials and "
+                "member data in clear: use https://, or set allow_insecure_http_for_lab = "
+                "true for a lab"
+            )
+        return self
 
 
 class NexudusPlatform(_PlatformBase):

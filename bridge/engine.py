@@ -130,6 +130,14 @@ class PlatformSync:
 
     async def load(self) -> None:
         """Records, read state and sites from the store (before `run`)."""
+        for url in self.cfg.insecure_urls():
+            # Every start, so that a lab setting left on in production is seen in the log.
+            log.warning(
+                "%s: INSECURE: allow_insecure_http_for_lab is on; credentials and member "
+                "data go to %s in clear (use https:// outside a lab)",
+                self.name,
+                url,
+            )
         self.epoch = await self.store.epoch()
         for entity, rid, data in await self.store.fetchall(
             "SELECT entity, id, data FROM records WHERE platform = ?", (self.name,)

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -149,7 +150,13 @@ class AccessConfig(_Section):
 class CloudConfig(_Section):
     """The operator's cloud platform (`edge-sync/1`): pull, push and event upload."""
 
-    # The API's base URL, e.g. "https://cloud.example/api/edge/v1".
+    # Allow an http:// url: the bearer token, member data and events then cross
+    # the network in clear. For a lab or the simulator on loopback only; the
+    # gateway logs a WARNING at every start while it is on. (Declared before
+    # url, so that url's check can see it.)
+    allow_insecure_http_for_lab: bool = False
+    # The API's base URL, e.g. "https://cloud.example/api/edge/v1". Only https://
+    # unless allow_insecure_http_for_lab says otherwise.
     url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
     # The bearer token's file name in the secrets directory (systemd credentials first).
     token_secret: Identifier = "cloud_token"  # noqa: S105 - a file name
@@ -185,6 +192,16 @@ class CloudConfig(_Section):
                 load_public_key(text)
             except ValueError as exc:
                 raise ValueError(f"key {key_id!r}: {exc}") from None
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, v: str, info: ValidationInfo) -> str:
+        if v.startswith("http://") and not info.data.get("allow_insecure_http_for_lab"):
+            raise ValueError(
+                f"{v!r} is plain HTTP, which sends the cloud token and member data in "
+                "clear: use https://, or set allow_insecure_http_for_lab = true for a lab"
+            )
         return v
 
     @model_validator(mode="after")

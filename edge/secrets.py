@@ -1,9 +1,12 @@
 """Secrets are files, never config values and never logged.
 
 They are read from `$CREDENTIALS_DIRECTORY` when systemd provides one
-(`LoadCredential=`), then from `<state_dir>/secrets/`. Secrets the gateway
-makes itself (an OSDP reader's key, enrolled in install mode) are written to
-`<state_dir>/secrets/`: the credentials directory is read-only.
+(`LoadCredential=`), then from `<state_dir>/secrets/` (the fallback for
+development and for secrets the gateway makes itself: an OSDP reader's key,
+enrolled in install mode, is written there since the credentials directory is
+read-only). An empty file counts as absent: the unit loads every secret it
+knows as a credential, and an operator who does not use one (no broker
+password, say) leaves its source file empty rather than editing the unit.
 """
 
 from __future__ import annotations
@@ -22,16 +25,27 @@ class SecretError(Exception):
     pass
 
 
+def _provided(path: Path) -> bool:
+    """A file with something in it (whitespace alone is nothing)."""
+    try:
+        return bool(path.read_bytes().strip())
+    except OSError:
+        # Unreadable but present: reading it again reports the error with its path.
+        return path.exists()
+
+
 def secret_path(state_dir: Path, name: str) -> Path:
-    """Where the secret is read from: the credentials directory if it has it."""
+    """Where the secret is read from: the credentials directory if it has it
+    (an empty credential counts as absent), else `<state_dir>/secrets/`."""
     env = os.environ.get("CREDENTIALS_DIRECTORY")
-    if env and (Path(env) / name).exists():
+    if env and _provided(Path(env) / name):
         return Path(env) / name
     return state_dir / "secrets" / name
 
 
 def read_secret(state_dir: Path, name: str) -> bytes | None:
-    """The secret's bytes, or None when it is not provisioned."""
+    """The secret's bytes, or None when it is not provisioned (no file, or an
+    empty one in either place)."""
     path = secret_path(state_dir, name)
     try:
         mode = path.stat().st_mode
@@ -40,9 +54,20 @@ def read_secret(state_dir: Path, name: str) -> bytes | None:
         return None
     except OSError as exc:
         raise SecretError(f"{path}: cannot read: {exc.strerror}") from None
+    if not data.strip():
+        return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secrets: %s is readable by group or others; chmod 600 it", path)
     return data
+
+
+def describe_missing(state_dir: Path, name: str) -> str:
+    """Where an absent secret may be put, for the error that says it is missing."""
+    env = os.environ.get("CREDENTIALS_DIRECTORY")
+    fallback = state_dir / "secrets" / name
+    if env:
+        return f"{Path(env) / name} (LoadCredential={name}:...) or {fallback}"
+    return f"{fallback} (or a systemd credential named {name!r})"
 
 
 def load_pin_key(state_dir: Path) -> bytes | None:

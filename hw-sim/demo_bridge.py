@@ -139,6 +139,7 @@ def run_platform_act(work: Path) -> list[str]:
         config.write_text(
             '[site]\nid = "mitte"\n[gateway]\nid = "gw-2"\n[log]\nlevel = "info"\n'
             f'[cloud]\nurl = "{url}"\npull_interval_s = 30\n'
+            "allow_insecure_http_for_lab = true\n"
             f'[cloud.keys]\n{PUSH_KEY_ID} = "{public}"\n'
             f'[mqtt]\nembedded = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
         )

@@ -97,7 +97,8 @@ class Rig:
     ) -> Daemon:
         text = (
             '[site]\nid = "mitte"\n[log]\nlevel = "debug"\n'
-            f'[cloud]\nurl = "{b.url}"\npull_interval_s = {pull_interval_s}\n'
+            f'[cloud]\nurl = "{b.url}"\nallow_insecure_http_for_lab = true\n'
+            f"pull_interval_s = {pull_interval_s}\n"
             f"backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\n{extra_cloud}"
             f"push = {'true' if self.broker else 'false'}\n"
             f'[cloud.keys]\n{PUSH_KEY_ID} = "{self.public_key}"\n'

@@ -26,3 +26,22 @@ def test_credentials_directory_wins_and_own_secrets_go_to_the_state_dir(
     assert secret_path(state, "osdp-front-in") == path
     assert read_secret(state, "osdp-front-in") == b"00" * 16
     assert read_secret(state, "osdp-nobody") is None
+
+
+def test_an_empty_credential_is_absent_and_the_state_dir_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unit lists every credential; one not used is an empty source file."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "cloud_token").write_bytes(b"")
+    (creds / "mqtt_password").write_bytes(b" \n")
+    state = tmp_path / "state"
+    write_secret(state, "cloud_token", b"from the state dir")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert read_secret(state, "cloud_token") == b"from the state dir"
+    assert secret_path(state, "cloud_token") == state / "secrets" / "cloud_token"
+    assert read_secret(state, "mqtt_password") is None
+    # Empty in the state dir too: still absent, not an empty password.
+    write_secret(state, "mqtt_password", b"")
+    assert read_secret(state, "mqtt_password") is None

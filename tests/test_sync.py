@@ -58,7 +58,8 @@ def config(
 ) -> str:
     text = (
         '[site]\nid = "mitte"\n[log]\nlevel = "debug"\n'
-        f'[cloud]\nurl = "{cloud.url}"\npull_interval_s = {pull_interval_s}\n'
+        f'[cloud]\nurl = "{cloud.url}"\nallow_insecure_http_for_lab = true\n'
+        f"pull_interval_s = {pull_interval_s}\n"
         "backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\n"
         f"push = {'true' if broker else 'false'}\n{cloud_extra}"
         f'[cloud.keys]\n{cloud.key_id} = "{cloud.public_key_b64}"\n'

@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import MqttConfig
-from edge.secrets import SecretError, read_secret
+from edge.secrets import SecretError, describe_missing, read_secret
 
 log = logging.getLogger("edge.mqtt")
 
@@ -98,8 +98,10 @@ class MqttLink:
                     raw = None
                 if raw is None:
                     log.error(
-                        "mqtt: no password in the secret %r; connecting without one",
+                        "mqtt: mqtt.password_secret %r is not provisioned (put it in %s); "
+                        "connecting without a password",
                         self.cfg.password_secret,
+                        describe_missing(self.state_dir, self.cfg.password_secret),
                     )
                 password = raw.decode().strip() if raw else None
             c.username_pw_set(self.cfg.username, password)

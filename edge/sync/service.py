@@ -35,7 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from edge.config import CloudConfig
 from edge.mqtt.link import MqttLink
-from edge.secrets import SecretError, read_secret, secret_path
+from edge.secrets import SecretError, describe_missing, read_secret
 from edge.site.sqlite import Many, SqlOp
 from edge.sync.cloud import CloudClient, CloudError
 from edge.sync.pushes import DoorCommands, Pushes
@@ -149,6 +149,13 @@ class Sync:
     async def start(self) -> None:
         state_dir = self.state_dir
         (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
+        if self.cfg.url.startswith("http://"):
+            # Every start, so that a lab setting left on in production is seen in the log.
+            log.warning(
+                "sync: INSECURE: cloud.allow_insecure_http_for_lab is on; the cloud token "
+                "and all data go to %s in clear (use https:// outside a lab)",
+                self.cfg.url,
+            )
         await self.pushes.load()
         self._open_client()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -186,7 +193,7 @@ class Sync:
         except SecretError as exc:
             raw, problem = None, str(exc)
         else:
-            problem = f"no cloud token: put it in {secret_path(self.state_dir, name)}"
+            problem = f"no cloud token: put it in {describe_missing(self.state_dir, name)}"
         token = raw.decode(errors="replace").strip() if raw else ""
         if not token:
             self.client = None

@@ -111,7 +111,7 @@ def bridge_config(
     text = (
         f'[bridge]\nlisten_port = {port}\n{bridge_extra}[log]\nlevel = "{level}"\n'
         f"[platforms.{platform}]\n{account}"
-        f'url = "{url}"\npoll_interval_s = {poll_interval_s}\n'
+        f'url = "{url}"\nallow_insecure_http_for_lab = true\npoll_interval_s = {poll_interval_s}\n'
         f"slow_poll_interval_s = {slow_poll_interval_s or max(poll_interval_s, 900)}\n"
         f"requests_per_s = {requests_per_s}\n"
         f"timeout_s = {timeout_s}\nbackoff_min_s = 0.2\nbackoff_max_s = 2\n"
