@@ -44,7 +44,6 @@ class Client:
 
     def __init__(self, path: Path, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.path = path
-        self.timeout = timeout
         self._ids = itertools.count(1)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
@@ -59,7 +58,8 @@ class Client:
 
     def _lost(self, exc: OSError, doing: str) -> Unreachable:
         if isinstance(exc, TimeoutError):
-            return Unreachable(f"the gateway at {self.path} did not answer in {self.timeout:g} s")
+            waited = self.sock.gettimeout()  # a caller may have changed it
+            return Unreachable(f"the gateway at {self.path} did not answer in {waited or 0:g} s")
         return Unreachable(
             f"the connection to the gateway at {self.path} failed while {doing}: "
             f"{exc.strerror or exc}"

@@ -124,7 +124,11 @@ class Daemon:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {self.proc.returncode} at start")
+                log = self.log.name
+                raise RuntimeError(
+                    f"the daemon exited with {self.proc.returncode} at start; its log ends:\n"
+                    + Path(log).read_text(errors="replace")[-2000:]
+                )
             r = self.ctl("status", "--json", "--timeout", "5")
             if r.returncode == 0 and json.loads(r.stdout).get("ready"):
                 return
