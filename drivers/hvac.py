@@ -70,7 +70,8 @@ class ModbusHvacConfig(_Section):
     unit: Annotated[int, Field(ge=1, le=247)]
     mode_register: Register = 0  # holding
     setpoint_register: Register = 1  # holding, °C × scale
-    # Input register with the measured temperature (°C × scale, signed); None: the unit has none.
+    # Input register with the measured temperature (°C × scale, signed); None (`false` in
+    # TOML, which has no null): the unit has no sensor and no temperature is read.
     temperature_register: Register | None = 0
     scale: Annotated[int, Field(ge=1, le=1000)] = 10  # register value = °C × scale
     # The unit's values for its modes (see its manual).
@@ -82,6 +83,18 @@ class ModbusHvacConfig(_Section):
     retries: Annotated[int, Field(ge=0, le=10)] = 2  # attempts after the first, for a read-back
     # The unit is read back this often (a change at the wall, the temperature); 0 = never.
     poll_s: Annotated[float, Field(ge=0, le=3600)] = 60
+
+    @field_validator("temperature_register", mode="before")
+    @classmethod
+    def _false_is_none(cls, value: object) -> object:
+        if value is False:
+            return None
+        if value is True:
+            raise ValueError(
+                "true is not a register: give the input register's number, "
+                "or false for a unit without a temperature sensor"
+            )
+        return value
 
     @field_validator("setpoint_register")
     @classmethod

@@ -107,6 +107,7 @@ class Gateway:
         panels = Panels(rooms)
         self.panels = panels
         self.access.rooms = rooms
+        doors.movement.append(rooms.door_moved)  # a room door's contact and exit button
         self.updates.on_fetched(panels.reconcile_credits)
         self.site.subscribe(self._rooms_follow)
         if cfg.wifi is not None:

@@ -108,3 +108,15 @@ def iso_instant(ts: float, tz: ZoneInfo | None = None) -> str:
     """RFC 3339 with milliseconds, in the site's zone when given."""
     dt = datetime.fromtimestamp(ts, tz or UTC)
     return dt.isoformat(timespec="milliseconds")
+
+
+def in_zone(text: str, tz: ZoneInfo) -> str:
+    """An RFC 3339 instant stored in UTC (the audit log's), shown in the site's zone like
+    every other time the gateway shows; text that is not an instant is left as it is."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if ts.tzinfo is None:
+        return text
+    return ts.astimezone(tz).isoformat(timespec="milliseconds")

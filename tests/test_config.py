@@ -211,3 +211,18 @@ def test_edgectl_default_socket_follows_the_config_default() -> None:
 
     args = build_parser().parse_args(["status"])
     assert _socket_path(args) == DEFAULT_STATE_DIR / "admin.sock"
+
+
+def test_an_hvac_unit_without_a_temperature_sensor() -> None:
+    """TOML has no null: `temperature_register = false` says the unit has no sensor."""
+    base = SITE + MODBUS_BUS + "[rooms.ada]\n"
+    hvac = '[devices.h]\ntype = "modbus_hvac"\nroom = "ada"\nbus = "io"\nunit = 10\n'
+    no_sensor = parse_config(base + hvac + "temperature_register = false\n").devices["h"]
+    assert getattr(no_sensor, "temperature_register", "missing") is None
+    default = parse_config(base + hvac).devices["h"]
+    assert getattr(default, "temperature_register", "missing") == 0
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base + hvac + "temperature_register = true\n")
+    assert any(
+        "devices.h.temperature_register" in p and "or false" in p for p in caught.value.problems
+    ), caught.value.problems

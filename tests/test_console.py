@@ -7,8 +7,10 @@ The daemon runs as a process; accounts are made with the real `edgectl`.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -158,10 +160,13 @@ def test_roles_csrf_and_audited_unlock_and_lockdown(console: Any) -> None:
     assert "operator" in r.reason
     assert v.get(f"{console.base}/api/audit", timeout=30).status_code == 403
     a, _ = login(console, "ada")
-    assert any(
-        x["actor"] == "web:olga"
-        for x in a.get(f"{console.base}/api/audit", timeout=30).json()["audit"]
-    )
+    rows = a.get(f"{console.base}/api/audit", timeout=30).json()["audit"]
+    assert any(x["actor"] == "web:olga" for x in rows)
+    # Stored in UTC, shown in the site's zone (Europe/Berlin) like the rest of the console.
+    berlin = ZoneInfo("Europe/Berlin")
+    for x in rows:
+        at = datetime.fromisoformat(x["at"])
+        assert at.utcoffset() == berlin.utcoffset(at.replace(tzinfo=None)), x["at"]
     # Without a session: 401 everywhere.
     anon = client(console)
     for path in ("/api/doors", "/api/events", "/api/members?q=x", "/api/sync", "/api/rooms"):

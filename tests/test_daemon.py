@@ -10,8 +10,10 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -169,6 +171,14 @@ def test_lockdown_site_and_doors_audited_with_uid(daemon: Any) -> None:
     assert [a["method"] for a in audit[-4:]] == ["lockdown"] * 4
     assert all(a["uid"] == os.getuid() for a in audit)
     assert audit[-1]["outcome"].startswith("refused")
+    # Stored in UTC, shown in the site's zone like every other time (the example site is
+    # in Europe/Berlin); the same instant as the events of the same calls.
+    berlin = ZoneInfo("Europe/Berlin")
+    for a in audit:
+        at = datetime.fromisoformat(a["at"])
+        assert at.utcoffset() == berlin.utcoffset(at.replace(tzinfo=None)), a["at"]
+    human = daemon.ctl("audit").stdout.splitlines()[-1]
+    assert human.startswith(audit[-1]["at"])
 
 
 def test_lockdown_survives_restart(daemon: Any) -> None:

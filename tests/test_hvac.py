@@ -462,6 +462,9 @@ def test_config_defaults() -> None:
     assert whole.comfort_c == whole.standby_c == 22.0  # TOML integers are fine
     never = ModbusHvacConfig.model_validate({**BASE, "poll_s": 0, "temperature_register": None})
     assert (never.poll_s, never.temperature_register) == (0, None)
+    # TOML has no null: `temperature_register = false` is how a config says "no sensor".
+    no_sensor = ModbusHvacConfig.model_validate({**BASE, "temperature_register": False})
+    assert no_sensor.temperature_register is None
 
 
 @pytest.mark.parametrize(
@@ -482,6 +485,8 @@ def test_config_defaults() -> None:
         ({"setpoint_register": 0}, ("setpoint_register",), "value_error", "mode_register"),
         ({"mode_register": 70000}, ("mode_register",), "less_than_equal", "65535"),
         ({"temperature_register": -1}, ("temperature_register",), "greater_than_equal", "0"),
+        ({"temperature_register": True}, ("temperature_register",), "value_error", "or false"),
+        ({"temperature_register": "0"}, ("temperature_register",), "int_type", "integer"),
         ({"mode_comfort": 0}, ("mode_comfort",), "value_error", "0 is mode_off too"),
         ({"mode_standby": 1}, ("mode_standby",), "value_error", "1 is mode_comfort too"),
         ({"scale": 0}, ("scale",), "greater_than_equal", "1"),

@@ -18,6 +18,7 @@ import pytest
 from hwsim.broker import Mosquitto
 from hwsim.devices import SimPanel, SimTasmotaPlug, SimZigbee2Mqtt
 from hwsim.hvac import SimHvac
+from hwsim.modbus_board import ModbusBoard
 from hwsim.sitegen import example_site
 from tests.conftest import DAY, Daemon
 
@@ -511,3 +512,76 @@ def test_wifi_availability_and_home_assistant_discovery(site: Site) -> None:
         wait_for("the last will", lambda: watcher.seen.get(gateway) == b'{"state":"offline"}', 60)
     finally:
         watcher.close()
+
+
+def test_the_room_doors_contact_keeps_overtime_going_but_never_starts_it(site: Site) -> None:
+    """The room's door contact and exit button (on a Modbus IO board) are presence in an
+    overtime; alone, after the end or in a free room, they are people leaving."""
+    board = ModbusBoard(unit=1)
+    site.loop.call(board.start())
+    try:
+        extra = f"""
+[buses.doorio]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {board.tcp_port}
+input_poll_ms = 50
+[doors.room-ada]
+contact = {{ bus = "doorio", unit = 1, input = 0, open_when = "on" }}
+exit = {{ bus = "doorio", unit = 1, input = 1, pressed_when = "on" }}
+"""
+        site.start(extra, grace_min=0.1)
+
+        def through_the_door() -> None:
+            """Exit button, door open, door closed: as someone leaving does."""
+            closed = site.daemon.output().count("door room-ada: closed") + 1
+            for address, value in ((1, True), (1, False), (0, True), (0, False)):
+                board.set_input(address, value)
+                time.sleep(0.3)  # a few input polls: each change is seen on its own
+            wait_for(
+                "the door closed again, at the daemon",
+                lambda: site.daemon.output().count("door room-ada: closed") >= closed,
+            )
+
+        # A free room: nothing.
+        through_the_door()
+        assert site.room()["state"] == "free"
+
+        # The end of a booking, then people leave: no overtime.
+        start = math.floor(time.time()) - 5
+        site.book("b-leave", start, start + 20)  # room for a slow import
+        checkin = site.present(BOOKER_CARD)
+        assert checkin["granted"], checkin  # checks in
+        site.panel_state("ended")
+        through_the_door()
+        wait_for(
+            "the exit read as leaving",
+            lambda: "ada: door contact opened after the end: leaving" in site.daemon.output(),
+        )
+        site.panel_state("free")
+
+        # An overtime (a badge after the end), then the door used inside the hold: it
+        # goes on, and is billed up to the door's use, not the badge.
+        start = math.floor(time.time()) - 5
+        site.book("b-stay", start, start + 20)
+        assert site.present(BOOKER_CARD)["granted"]
+        site.panel_state("ended")
+        assert site.present(BOOKER_CARD)["granted"] is False  # presence after the end
+        site.panel_state("overtime")
+        badge = time.time()
+        time.sleep(1)
+        moved = time.time()
+        through_the_door()
+        wait_for(
+            "the contact as presence",
+            lambda: "ada: presence in overtime (door contact opened)" in site.daemon.output(),
+        )
+        site.panel_state("free")
+        [over] = wait_for("overtime", lambda: site.events("usage.room_overtime"))
+        assert over["details"]["booking"] == "b-stay"
+        assert instant(over["details"]["last_presence"]) >= moved > badge + 0.5
+        assert not [
+            e for e in site.events("usage.room_overtime") if e["details"]["booking"] == "b-leave"
+        ]
+    finally:
+        site.loop.call(board.stop())

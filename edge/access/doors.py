@@ -102,9 +102,11 @@ class DoorController:
         emit: Emit,
         spawn: Spawn,
         changed: Callable[[str], None] = lambda _door: None,
+        moved: Callable[[str, str], None] = lambda _door, _what: None,
     ) -> None:
         self.door = door
         self.changed = changed
+        self.moved = moved
         self.hw = hw
         self.emit = emit
         self.spawn = spawn
@@ -140,7 +142,10 @@ class DoorController:
         assert self.hw is not None
         assert self.hw.contact is not None
         is_open = value == (self.hw.contact.open_when == "on")
+        was_open = self.machine.contact_open
         self.run(self.machine.contact(self.now(), is_open))
+        if is_open and was_open is False:  # an opening, not a door found open at start
+            self.moved(self.door, "door contact opened")
 
     def exit_input(self, value: bool) -> None:
         assert self.hw is not None
@@ -149,6 +154,7 @@ class DoorController:
         was, self._exit_pressed = self._exit_pressed, pressed
         if pressed and was is False:  # a press, not a button found pressed at start
             self.run(self.machine.exit_request(self.now()))
+            self.moved(self.door, "exit button")
 
     # --- outputs ------------------------------------------------------------------------
 
@@ -241,10 +247,13 @@ class Doors:
         # Told (with the door's id) after anything may have changed a door's state.
         # Told (with the door's id) when its state may have changed: MQTT, the console.
         self.observers: list[Callable[[str], None]] = []
+        # Told (door, what, wall-clock time) when someone goes through a door without a
+        # credential: its contact opens or its exit button is pressed (room presence).
+        self.movement: list[Callable[[str, str, float], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         for door_id, hw in config.doors.items():
-            ctl = DoorController(door_id, hw, emit, self.spawn, self._changed)
+            ctl = DoorController(door_id, hw, emit, self.spawn, self._changed, self._moved)
             self.controllers[door_id] = ctl
             if hardware is not None:
                 self._wire(ctl, hw, hardware)
@@ -263,6 +272,11 @@ class Doors:
             hardware.watch_input(e.bus, e.unit, e.input, ctl.exit_input)
             if e.bus != (hw.contact.bus if hw.contact else None):
                 ctl.input_faults.append(_bus_fault(hardware, e.bus, "exit button"))
+
+    def _moved(self, door: str, what: str) -> None:
+        at = time.time()
+        for observer in self.movement:
+            observer(door, what, at)
 
     def controller(self, door: str) -> DoorController:
         ctl = self.controllers.get(door)

@@ -30,7 +30,7 @@ from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
 from edge.gateway import Gateway
 from edge.site.state import Actor, GatewayError
-from edge.timeutil import iso_instant, parse_instant
+from edge.timeutil import in_zone, iso_instant, parse_instant
 from edge.web import views
 from edge.web.accounts import Accounts
 
@@ -225,10 +225,11 @@ async def _audit(server: AdminServer, call: Call) -> Any:
         "ORDER BY seq DESC LIMIT ?",
         (limit,),
     )
+    tz = server.gateway.site.index.tz
     return [
         {
             "seq": s,
-            "at": a,
+            "at": in_zone(a, tz),  # stored in UTC; shown in the site's zone like the rest
             "actor": who,
             "uid": u,
             "pid": p,

@@ -1,7 +1,13 @@
 """`edgectl`: the operator's command line, a client of the admin socket.
 
 Exit status: 0 done (for `decide`: granted), 1 denied or refused, 2 a wrong
-command or argument, 3 the gateway cannot be reached.
+command or argument, 3 the gateway cannot be reached or the connection failed
+before a whole answer came back, 130 interrupted (Ctrl-C).
+
+Every failure of the admin socket (refused, missing, reset, a broken pipe
+while sending, closed mid-answer, an answer that is not JSON, no answer in
+time) becomes `Unreachable` inside `Client`, so it can never be mistaken for
+an answer: for `present`, 0 means granted and 1 denied.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 from edge.site.events import log_line
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+DEFAULT_TIMEOUT = 600.0  # seconds; an import of a large site takes minutes
 
 
 class Unreachable(Exception):
@@ -34,7 +42,7 @@ class RemoteError(Exception):
 class Client:
     """A blocking client: edgectl runs one command and exits."""
 
-    def __init__(self, path: Path, timeout: float | None = 600) -> None:
+    def __init__(self, path: Path, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.path = path
         self._ids = itertools.count(1)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -48,6 +56,15 @@ class Client:
             ) from None
         self.file = self.sock.makefile("rb")
 
+    def _lost(self, exc: OSError, doing: str) -> Unreachable:
+        if isinstance(exc, TimeoutError):
+            waited = self.sock.gettimeout()  # a caller may have changed it
+            return Unreachable(f"the gateway at {self.path} did not answer in {waited or 0:g} s")
+        return Unreachable(
+            f"the connection to the gateway at {self.path} failed while {doing}: "
+            f"{exc.strerror or exc}"
+        )
+
     def close(self) -> None:
         self.file.close()
         self.sock.close()
@@ -60,17 +77,37 @@ class Client:
         if payload is not None:
             params["payload_bytes"] = payload.stat().st_size
         line = json.dumps({"id": request_id, "method": method, "params": params}) + "\n"
-        self.sock.sendall(line.encode())
-        if payload is not None:
-            with payload.open("rb") as f:
-                self.sock.sendfile(f)
+        # A daemon that dies while we send gives BrokenPipeError or ConnectionResetError
+        # here; left to main(), a broken pipe would pass for `edgectl events | head`.
+        try:
+            self.sock.sendall(line.encode())
+            if payload is not None:
+                with payload.open("rb") as f:
+                    self.sock.sendfile(f)
+        except OSError as exc:
+            if payload is not None and exc.filename is not None:
+                raise  # the payload file itself, not the socket
+            raise self._lost(exc, "sending") from None
         return request_id
 
     def receive(self) -> dict[str, Any]:
-        line = self.file.readline()
+        try:
+            line = self.file.readline()
+        except OSError as exc:
+            raise self._lost(exc, "reading the answer") from None
         if not line:
             raise Unreachable(f"the gateway at {self.path} closed the connection")
-        message: dict[str, Any] = json.loads(line)
+        if not line.endswith(b"\n"):
+            raise Unreachable(f"the gateway at {self.path} closed the connection mid-answer")
+        try:
+            message = json.loads(line)
+        except ValueError:  # also UnicodeDecodeError
+            message = None
+        if not isinstance(message, dict):
+            raise Unreachable(
+                f"the gateway at {self.path} sent an answer that is not a JSON object: "
+                f"{line[:80]!r}"
+            )
         return message
 
     def call(
@@ -78,10 +115,12 @@ class Client:
     ) -> Any:
         self.send(method, params, payload)
         reply = self.receive()
-        if "error" in reply:
-            err = reply["error"]
-            raise RemoteError(err.get("code", "error"), err.get("message", ""))
-        return reply.get("result")
+        err = reply.get("error")
+        if isinstance(err, dict):
+            raise RemoteError(str(err.get("code", "error")), str(err.get("message", "")))
+        if "result" not in reply:
+            raise Unreachable(f"the gateway at {self.path} sent an answer with no result")
+        return reply["result"]
 
 
 class BadConfig(Exception):
@@ -216,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--socket", default=argparse.SUPPRESS, help="the admin socket")
     common.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g}); exit 3 after",
+    )
+    common.add_argument(
         "--config",
         default=argparse.SUPPRESS,
         help="the gateway's config file (its admin socket is used)",
@@ -336,8 +381,12 @@ def run(args: argparse.Namespace, client: Client) -> int:
     elif cmd in ("decide", "present"):
         given = {k: getattr(args, k, None) for k in ("door", "card", "pin", "at")}
         result = client.call(cmd, {k: v for k, v in given.items() if v is not None})
-        (out or _human_decision)(result)
-        return EXIT_OK if result["granted"] else EXIT_DENIED
+        verdict = EXIT_OK if result["granted"] else EXIT_DENIED
+        try:
+            (out or _human_decision)(result)
+        except BrokenPipeError:  # `edgectl present ... | head -0`: the verdict still stands
+            _silence_stdout()
+        return verdict
     elif cmd == "member":
         result = client.call("member.show", {"id": args.id, **({"at": args.at} if args.at else {})})
         (out or _human_member)(result)
@@ -555,16 +604,34 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit does not fail on the closed pipe
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    if timeout <= 0:
+        print(f"edgectl: --timeout {timeout:g}: must be more than 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        client = Client(_socket_path(args))
+        client = Client(_socket_path(args), timeout)
     except BadConfig as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     except Unreachable as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     try:
         return run(args, client)
     except RemoteError as exc:
@@ -574,17 +641,16 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except TimeoutError:
-        print(f"edgectl: the gateway at {client.path} did not answer in time", file=sys.stderr)
-        return EXIT_UNREACHABLE
     except UsageError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `edgectl events | head`
-        sys.stderr.close()
+    except BrokenPipeError:
+        # Only stdout is left to break here (`edgectl events | head`): the socket's
+        # failures are Unreachable by now.
+        _silence_stdout()
         return EXIT_OK
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_INTERRUPTED
     finally:
         client.close()
 

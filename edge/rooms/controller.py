@@ -375,13 +375,26 @@ class Rooms:
         if rid is not None:
             self.presence(rid, at, "door")
 
-    def presence(self, rid: str, at: float, what: str) -> None:
+    def door_moved(self, door: str, what: str, at: float) -> None:
+        """A room door's contact opened or its exit button was pressed: someone is still
+        there, so an overtime goes on; but people leave through the door at the end too,
+        so this alone never starts an overtime (nor does anything in a free room)."""
+        rid = self.by_door.get(door)
+        if rid is not None:
+            self.presence(rid, at, what, starts_overtime=False)
+
+    def presence(self, rid: str, at: float, what: str, starts_overtime: bool = True) -> None:
         rt = self.rooms.get(rid)
         if rt is None or rt.now is None:
             return
         current = evaluate(self.slots(rid), rt.rc, at)
         if current.phase not in ("ended", "overtime") or current.slot is None:
             return
+        if current.phase == "ended" and not starts_overtime:
+            log.debug("rooms: %s: %s after the end: leaving, not overtime", rid, what)
+            return
+        if current.phase == "overtime":
+            log.debug("rooms: %s: presence in overtime (%s)", rid, what)
         f = self.facts_of(current.slot.id, rid)
         f.presence_at = at
         if current.phase == "ended":

@@ -16,7 +16,9 @@ rebuild the index from the store instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,6 +66,14 @@ class Refused:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.error}"
+
+    def identity(self) -> str:
+        """The same change refused for the same reason, wherever it came from: the
+        change's content, and the error with its path inside the change (a push's
+        `push.changes[0].data.x` and a pull's `changes[7].data.x` are the same)."""
+        inner = re.sub(r"^[^\[]*\[\d+\]", "", self.path)
+        text = json.dumps([self.change, inner, self.error], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -276,15 +286,15 @@ def batch_ops(batch: Batch, gen: int) -> list[SqlOp]:
     return ops
 
 
-def refused_ops(batch: Batch, at: float, source: str) -> list[SqlOp]:
-    if not batch.refused:
+def refused_ops(refused: list[Refused], at: float, source: str) -> list[SqlOp]:
+    if not refused:
         return []
     return [
         (
             "INSERT INTO refused_changes (at, source, path, error, change) VALUES (?,?,?,?,?)",
             Many(
                 (at, source, r.path, r.error, json.dumps(r.change, default=str)[:10_000])
-                for r in batch.refused
+                for r in refused
             ),
         )
     ]

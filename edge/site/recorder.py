@@ -1,5 +1,6 @@
-"""The event recorder: every event of this gateway, made, logged, followed and
-written to the outbox with the state changes it goes with, in one transaction.
+"""The event recorder: every event of this gateway, made, followed, written to the
+outbox with the state changes it goes with, in one transaction, and logged once
+that transaction has committed (or logged as NOT RECORDED when it failed).
 
 Parts of the gateway that record something hold this, not the gateway:
 `event` makes one, `record` queues events and state changes and returns a
@@ -39,6 +40,19 @@ def outbox_op(ev: dict[str, Any], now: float) -> SqlOp:
     )
 
 
+def _log_events(events: list[dict[str, Any]], done: asyncio.Future[int]) -> None:
+    if done.cancelled():
+        reason = "the write was cancelled"
+    else:
+        exc = done.exception()
+        reason = "" if exc is None else str(exc) or type(exc).__name__
+    for ev in events:
+        if reason:
+            events_log.error("%s NOT RECORDED (%s)", log_line(ev), reason)
+        else:
+            events_log.info("%s", log_line(ev))
+
+
 class Recorder:
     def __init__(self, site: SiteState) -> None:
         self.site = site
@@ -68,11 +82,14 @@ class Recorder:
         ops.extend(journal_ops(self.site.index, events))
         for ev in events:
             ops.append(outbox_op(ev, now))
-            events_log.info("%s", log_line(ev))
             for q in self._followers:
                 if q.qsize() < FOLLOW_QUEUE_LIMIT:
                     q.put_nowait(ev)
         done = self.store.submit(ops)
+        if events:
+            # The log says what is recorded: a line only once the transaction has
+            # committed, and a loud one when it did not.
+            done.add_done_callback(lambda f: _log_events(events, f))
         if self.on_recorded is not None and events:
             done.add_done_callback(self._recorded)
         return done

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from edge.site.changes import batch_ops, check_batch, patch_index, refused_ops
+from edge.site.changes import Refused, batch_ops, check_batch, patch_index, refused_ops
 from edge.site.importer import ImportRefused, commit_ops, stage_snapshot
 from edge.site.index import load_index
 from edge.site.recorder import Recorder
@@ -25,6 +25,10 @@ from edge.site.state import GatewayError, SiteChange, SiteState, meta_op
 from edge.site.syncdoc import DocError
 
 log = logging.getLogger("edge.gateway")
+
+# Pushed refusals remembered for the pull that follows; a bound so that a cloud
+# pushing broken changes without ever serving them to pulls cannot grow memory.
+PUSHED_REFUSALS_KEPT = 1000
 
 # (fetched_at, holders, companies): the documents that arrived, None for a whole snapshot.
 FetchedHook = Callable[[float, set[str] | None, set[str] | None], Awaitable[None]]
@@ -37,6 +41,9 @@ class SiteUpdates:
         self._lock = asyncio.Lock()
         self._cleanup: set[asyncio.Task[None]] = set()
         self._fetched: list[FetchedHook] = []
+        # Identities of changes a push refused, until the pull refuses them again
+        # (insertion-ordered: the oldest is forgotten first).
+        self._pushed_refusals: dict[str, None] = {}
 
     def on_fetched(self, hook: FetchedHook) -> None:
         self._fetched.append(hook)
@@ -112,8 +119,8 @@ class SiteUpdates:
     ) -> dict[str, Any]:
         """Check a batch of changes, commit what passes (with `cursor`), update the index.
 
-        Refused changes are logged, recorded and raised as alarms; they do not
-        stop the others.
+        Refused changes are logged, recorded and raised as alarms (once: see
+        `_report_refusals`); they do not stop the others.
         """
         site = self.site
         async with self._lock:
@@ -126,13 +133,10 @@ class SiteUpdates:
             except DocError as exc:
                 raise GatewayError("refused", str(exc)) from None
             now = time.time()
-            for i, r in enumerate(batch.refused):
-                log.error("sync: change refused (%s): %s", source, r)
-                if i < 20:
-                    self.recorder.alarm("change_refused", str(r), source=source, path=r.path)
+            fresh = self._report_refusals(batch.refused, source)
             holders = sorted(batch.holders())
             old = await self._credentials_of(holders) if not batch.reload else {}
-            ops = batch_ops(batch, ix.generation) + refused_ops(batch, now, source)
+            ops = batch_ops(batch, ix.generation) + refused_ops(fresh, now, source)
             if cursor is not None:
                 ops.append(meta_op("cursor", cursor))
             await site.store.write(ops)
@@ -168,6 +172,32 @@ class SiteUpdates:
                 "reloaded": batch.reload,
                 "seconds": round(seconds, 4),
             }
+
+    def _report_refusals(self, refused: list[Refused], source: str) -> list[Refused]:
+        """Log, alarm and return the refusals to record, leaving out what a push already
+        reported.
+
+        A pushed change is applied at once and then fetched again by the pull that
+        follows (it moves the cursor): an invalid one is refused by both. The pull's
+        refusal of the same change for the same reason is logged at INFO only, with no
+        second alarm or `refused_changes` row.
+        """
+        fresh: list[Refused] = []
+        for r in refused:
+            identity = r.identity()
+            if source == "push":
+                self._pushed_refusals[identity] = None
+                while len(self._pushed_refusals) > PUSHED_REFUSALS_KEPT:
+                    del self._pushed_refusals[next(iter(self._pushed_refusals))]
+            elif identity in self._pushed_refusals:
+                del self._pushed_refusals[identity]
+                log.info("sync: change refused again (%s), as when pushed: %s", source, r)
+                continue
+            log.error("sync: change refused (%s): %s", source, r)
+            if len(fresh) < 20:
+                self.recorder.alarm("change_refused", str(r), source=source, path=r.path)
+            fresh.append(r)
+        return fresh
 
     async def _reconcile_day_passes(
         self,

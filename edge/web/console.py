@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.site.state import Actor, GatewayError
-from edge.timeutil import iso_instant
+from edge.timeutil import in_zone, iso_instant
 from edge.web import views
 from edge.web.accounts import AuthError, Role, Session
 from edge.web.common import (
@@ -330,10 +330,11 @@ class Console:
         rows = await self.gw.site.store.fetchall(
             "SELECT at, actor, uid, method, params, outcome FROM audit ORDER BY seq DESC LIMIT 200"
         )
+        tz = self.gw.site.index.tz
         return {
             "audit": [
                 {
-                    "at": a,
+                    "at": in_zone(a, tz),  # stored in UTC; shown in the site's zone
                     "actor": who or f"uid {u}",
                     "method": m,
                     "params": json.loads(p),

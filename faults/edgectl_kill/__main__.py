@@ -1,0 +1,5 @@
+import sys
+
+from faults.edgectl_kill import main
+
+sys.exit(main())
