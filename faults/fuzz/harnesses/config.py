@@ -1,0 +1,29 @@
+"""Config files: `edge.config.load_config` on a file holding the input, the way
+`edge-gateway run` and `check-config` read theirs (UTF-8 text, TOML, the
+pydantic models, the cross checks). Every problem is a `ConfigError`."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from edge.config import ConfigError, load_config
+from faults.fuzz.harness import Harness
+
+
+@functools.cache
+def _path() -> Path:
+    # A file in a private temporary folder, rewritten for each input; /dev/shm when
+    # there is one, so that a hundred thousand writes do not reach a disk.
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    return Path(tempfile.mkdtemp(prefix="fuzz-config-", dir=base)) / "config.toml"
+
+
+def run(data: bytes) -> None:
+    path = _path()
+    path.write_bytes(data)
+    load_config(path)
+
+
+HARNESS = Harness("config", run, (ConfigError,), max_len=8192, prepare=_path)
