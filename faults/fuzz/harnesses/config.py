@@ -26,4 +26,4 @@ def run(data: bytes) -> None:
     load_config(path)
 
 
-HARNESS = Harness("config", run, (ConfigError,), max_len=8192, prepare=_path)
+HARNESS = Harness("config", run, (ConfigError,), max_len=16384, prepare=_path)

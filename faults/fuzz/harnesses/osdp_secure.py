@@ -144,4 +144,4 @@ def run(data: bytes) -> None:
     turns(reader, 8)
 
 
-HARNESS = Harness("osdp_secure", run, (), max_len=2048)
+HARNESS = Harness("osdp_secure", run, (), max_len=1024)

@@ -47,4 +47,4 @@ def run(data: bytes) -> None:
             reader._frame(done)
 
 
-HARNESS = Harness("wiegand", run, (), max_len=2048)
+HARNESS = Harness("wiegand", run, (), max_len=1024)
