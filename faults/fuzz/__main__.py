@@ -22,9 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from faults.fuzz.harness import CORPUS, HARNESSES
+from faults.fuzz.harness import CORPUS, HARNESSES, HERE
+
+ROOT = HERE.parents[1]
 
 EXECS_RE = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
+SETUP_RE = re.compile(r"fuzz: \S+: set up in ([\d.]+) s")
 DONE_RE = re.compile(r"Done (\d+) runs")
 PROGRESS_RE = re.compile(r"^#(\d+)\s", re.M)
 FINDING_PREFIXES = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
@@ -38,6 +41,18 @@ class Outcome:
     seconds: float
     returncode: int
     log: str
+
+    @property
+    def setup_seconds(self) -> float:
+        """The child's start: imports under instrumentation, the harness's prepare."""
+        found = SETUP_RE.findall(self.log)
+        return float(found[-1]) if found else 0.0
+
+    @property
+    def rate(self) -> float:
+        """Executions a second while fuzzing (without the start-up)."""
+        fuzzing = self.seconds - self.setup_seconds
+        return self.execs / fuzzing if fuzzing > 0 else 0.0
 
     @property
     def result_line(self) -> str:
@@ -62,7 +77,6 @@ def run_harness(
     seconds: int,
     artifacts: Path,
     corpus: Path | None = None,
-    jobs_env: dict[str, str] | None = None,
 ) -> Outcome:
     """One harness in a child process; `corpus` keeps the inputs it found (else a temp dir)."""
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -84,13 +98,15 @@ def run_harness(
             str(work),  # libFuzzer adds what it finds to the first folder
             str(seeds),
         ]
+        # The child imports the same checkout as this process, wherever it is started.
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         started = time.monotonic()
         proc = subprocess.run(
             cmd,
             capture_output=True,
             text=True,
             errors="replace",
-            env={**os.environ, **(jobs_env or {})},
+            env={**os.environ, "PYTHONPATH": path},
             check=False,
         )
         took = time.monotonic() - started
@@ -127,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         corpus = args.corpus / name if args.corpus is not None else None
         out = run_harness(name, args.execs, args.seconds, args.artifacts / name, corpus)
-        rate = out.execs / out.seconds if out.seconds else 0.0
-        print(f"fuzz: {name}: {out.execs} execs in {out.seconds:.1f} s ({rate:.0f}/s)")
+        print(
+            f"fuzz: {name}: {out.execs} execs in {out.seconds:.1f} s "
+            f"(start-up {out.setup_seconds:.1f} s, then {out.rate:.0f}/s)"
+        )
         for path in out.findings:
             print(f"fuzz: {name}: finding {path}")
         print(out.result_line, flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import atheris  # type: ignore[import-not-found,unused-ignore]
 
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in HARNESSES:
         sys.exit(f"usage: python -m faults.fuzz.child {{{'|'.join(HARNESSES)}}} [libFuzzer flags]")
     name = argv[1]
+    started = time.monotonic()
     with atheris.instrument_imports(include=list(HARNESSES[name])):
         harness: Harness = load(name)
     if harness.prepare is not None:
@@ -40,7 +42,9 @@ def main(argv: list[str]) -> None:
     logging.disable(logging.CRITICAL)
     limit = peak_rss_mb() + GROWTH_MB
     flags = [f"-rss_limit_mb={limit}", f"-max_len={harness.max_len}", *argv[2:]]
-    print(f"fuzz: {name}: rss limit {limit} MB", file=sys.stderr, flush=True)
+    setup = time.monotonic() - started
+    print(f"fuzz: {name}: set up in {setup:.2f} s, rss limit {limit} MB", file=sys.stderr)
+    sys.stderr.flush()
     atheris.Setup([argv[0], *flags], lambda data: check(harness, data))
     atheris.Fuzz()
 
