@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class Outcome:
     execs: int
     findings: list[Path]
     seconds: float
+    cpu_seconds: float  # the child's CPU time: what the run costs on an idle core
     returncode: int
     log: str
 
@@ -60,6 +62,11 @@ class Outcome:
             f"RESULT campaign=fuzz harness={self.name} execs={self.execs} "
             f"findings_open={len(self.findings)}"
         )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _execs(log: str) -> int:
@@ -101,6 +108,7 @@ def run_harness(
         # The child imports the same checkout as this process, wherever it is started.
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         started = time.monotonic()
+        cpu_before = _children_cpu()
         proc = subprocess.run(
             cmd,
             capture_output=True,
@@ -110,6 +118,7 @@ def run_harness(
             check=False,
         )
         took = time.monotonic() - started
+        cpu = _children_cpu() - cpu_before
     log = proc.stdout + proc.stderr
     found = sorted(
         p for p in set(artifacts.iterdir()) - before if p.name.startswith(FINDING_PREFIXES)
@@ -117,7 +126,7 @@ def run_harness(
     if proc.returncode != 0 and not found:
         # The child failed without a finding (it could not start, say): never read that as clean.
         raise RuntimeError(f"fuzz: {name}: the child exited {proc.returncode}:\n{log[-4000:]}")
-    return Outcome(name, _execs(log), found, took, proc.returncode, log)
+    return Outcome(name, _execs(log), found, took, cpu, proc.returncode, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         out = run_harness(name, args.execs, args.seconds, args.artifacts / name, corpus)
         print(
             f"fuzz: {name}: {out.execs} execs in {out.seconds:.1f} s "
-            f"(start-up {out.setup_seconds:.1f} s, then {out.rate:.0f}/s)"
+            f"(start-up {out.setup_seconds:.1f} s, then {out.rate:.0f}/s; "
+            f"CPU {out.cpu_seconds:.1f} s)"
         )
         for path in out.findings:
             print(f"fuzz: {name}: finding {path}")
