@@ -21,7 +21,7 @@ SECONDS = 60
 @pytest.mark.parametrize("name", list(HARNESSES))
 def test_fuzz_smoke(name: str, tmp_path: Path) -> None:
     out = run_harness(name, EXECS, SECONDS, tmp_path / "findings")
-    print(out.result_line, f"({out.seconds:.1f} s)")
+    print(out.result_line, f"({out.seconds:.1f} s, CPU {out.cpu_seconds:.1f} s, {out.rate:.0f}/s)")
     shown = "\n".join(f"{p}: {p.read_bytes()[:200]!r}" for p in out.findings)
     assert not out.findings, f"{out.result_line}\n{shown}\n{out.log[-6000:]}"
     # Bounded either way: all the executions, or the time ran out.
