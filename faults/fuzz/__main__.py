@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from faults.fuzz.harness import CORPUS, HARNESSES, HERE
+from faults.fuzz.harness import CORPUS, HARNESSES, HERE, SCRATCH_ENV
 
 ROOT = HERE.parents[1]
 
@@ -90,7 +90,7 @@ def run_harness(
     before = set(artifacts.iterdir())
     seeds = CORPUS / name
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
-        work = corpus if corpus is not None else Path(tmp)
+        work = corpus if corpus is not None else Path(tmp) / "corpus"
         work.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
@@ -114,7 +114,7 @@ def run_harness(
             capture_output=True,
             text=True,
             errors="replace",
-            env={**os.environ, "PYTHONPATH": path},
+            env={**os.environ, "PYTHONPATH": path, SCRATCH_ENV: str(Path(tmp) / "scratch")},
             check=False,
         )
         took = time.monotonic() - started

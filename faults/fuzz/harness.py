@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import importlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
+# Set by the runner for its child: a folder it removes when the child ends
+# (libFuzzer ends the child with exit(), which skips Python's atexit).
+SCRATCH_ENV = "FAULTS_FUZZ_SCRATCH"
 
 # The harnesses, in the order `--harness all` runs them, with the packages whose
 # code atheris instruments for coverage (the gateway's own, and a library that
@@ -51,6 +59,19 @@ class Harness:
 
 class Finding(AssertionError):
     """An input made a parser fail in an undocumented way."""
+
+
+@functools.cache
+def scratch() -> Path:
+    """A private folder for a harness's files (a config file, an index's database)."""
+    given = os.environ.get(SCRATCH_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def load(name: str) -> Harness:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import tempfile
 from pathlib import Path
 
 from edge.site.changes import batch_ops, check_batch, refused_ops
@@ -19,7 +18,7 @@ from edge.site.model import SiteIndex
 from edge.site.store import Store
 from edge.site.syncdoc import DocError
 from edge.sync.cloud import CloudError, check_changes_page, decode_json
-from faults.fuzz.harness import CORPUS, Harness
+from faults.fuzz.harness import CORPUS, Harness, scratch
 
 # The example site's snapshot, from the snapshot harness's seeds.
 EXAMPLE = CORPUS / "snapshot" / "example.json"
@@ -39,7 +38,9 @@ async def _import(state_dir: Path) -> SiteIndex:
 
 @functools.cache
 def _index() -> SiteIndex:
-    return asyncio.run(_import(Path(tempfile.mkdtemp(prefix="fuzz-changes-"))))
+    state_dir = scratch() / "changes-index"
+    state_dir.mkdir(exist_ok=True)
+    return asyncio.run(_import(state_dir))
 
 
 def run(data: bytes) -> None:

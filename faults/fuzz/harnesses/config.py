@@ -5,19 +5,16 @@ pydantic models, the cross checks). Every problem is a `ConfigError`."""
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 from edge.config import ConfigError, load_config
-from faults.fuzz.harness import Harness
+from faults.fuzz.harness import Harness, scratch
 
 
 @functools.cache
 def _path() -> Path:
-    # A file in a private temporary folder, rewritten for each input; /dev/shm when
-    # there is one, so that a hundred thousand writes do not reach a disk.
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    return Path(tempfile.mkdtemp(prefix="fuzz-config-", dir=base)) / "config.toml"
+    # A file in the harness's scratch folder, rewritten for each input.
+    return scratch() / "config.toml"
 
 
 def run(data: bytes) -> None:
