@@ -115,7 +115,7 @@ def _onoff(value: object) -> bool | None:
 def _json(payload: bytes) -> object:
     try:
         return json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
 
 

@@ -1082,6 +1082,10 @@ class OsdpBus:
             self._push(error)
             return
         self._last_io = time.monotonic()
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        """Bytes read from the port: whole frames are queued, broken ones reported."""
         for item in self._splitter.feed(data):
             if isinstance(item, PacketError):
                 self._protocol_error(str(item), item.kind)

@@ -385,6 +385,17 @@ class SocketEdgeSource:
         self._sock: socket.socket | None = None
         self.last_rx_ns = 0  # when the last datagram was read (CLOCK_MONOTONIC)
 
+    @classmethod
+    def decode(cls, data: bytes) -> list[Edge]:
+        """A datagram's edges; a trailing partial record is ignored."""
+        size = cls.RECORD.size
+        return [
+            Edge(1 if line else 0, ns)
+            for line, ns in (
+                cls.RECORD.unpack_from(data, i) for i in range(0, len(data) - size + 1, size)
+            )
+        ]
+
     async def start(self, on_edges: Callable[[list[Edge]], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -400,14 +411,7 @@ class SocketEdgeSource:
                 except BlockingIOError:
                     return
                 self.last_rx_ns = time.monotonic_ns()
-                size = self.RECORD.size
-                batch = [
-                    Edge(1 if line else 0, ns)
-                    for line, ns in (
-                        self.RECORD.unpack_from(data, i)
-                        for i in range(0, len(data) - size + 1, size)
-                    )
-                ]
+                batch = self.decode(data)
                 if batch:
                     on_edges(batch)
 

@@ -646,6 +646,9 @@ def parse_toml(text: str, model: type[M], source: str, cross_check: Callable[[M]
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables by recursion.
+        raise ConfigError([f"{source}: values nested too deeply"]) from None
     try:
         cfg = model.model_validate(raw)
     except ValidationError as exc:

@@ -80,6 +80,9 @@ def parse_command(payload: bytes) -> Command:
         )
     try:
         body = json.loads(text)
+    except RecursionError:
+        # json's C scanner gives up on deep nesting with RecursionError, not ValueError.
+        raise CommandError("payload is not JSON: nested too deeply") from None
     except ValueError as exc:
         raise CommandError(f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):

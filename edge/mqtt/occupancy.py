@@ -81,7 +81,7 @@ class Occupancy:
         for (body,) in rows:
             try:
                 self.presence.apply(json.loads(body), tz)
-            except ValueError:
+            except (ValueError, RecursionError):
                 log.warning("mqtt: occupancy: an outbox event is not JSON; skipped")
         self.presence.expire(now)
 

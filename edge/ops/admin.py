@@ -87,6 +87,29 @@ def _instant_param(call: Call, name: str) -> float | None:
         raise BadRequest(f"params.{name}: {exc}") from None
 
 
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line as its JSON object; BadRequest when it is not one."""
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):
+        # RecursionError: json's C scanner refuses deep nesting that way, not as ValueError.
+        raise BadRequest("not a JSON object") from None
+    if not isinstance(request, dict):
+        raise BadRequest("not a JSON object")
+    return request
+
+
+def request_params(request: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """A request's params and the size of the payload that follows it (None: none)."""
+    params = request.get("params") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("params: expected an object")
+    size = params.get("payload_bytes")
+    if size is not None and (not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD):
+        raise BadRequest("params.payload_bytes: expected a size in bytes")
+    return params, size
+
+
 def decision_dict(gw: Gateway, d: Decision) -> dict[str, Any]:
     return {
         "granted": d.granted,
@@ -473,21 +496,11 @@ class AdminServer:
         request_id = None
         payload: Path | None = None
         try:
-            try:
-                request = json.loads(line)
-            except ValueError:
-                raise BadRequest("not a JSON object") from None
-            if not isinstance(request, dict):
-                raise BadRequest("not a JSON object")
+            request = parse_request(line)
             request_id = request.get("id")
             name = request.get("method")
-            params = request.get("params") or {}
-            if not isinstance(params, dict):
-                raise BadRequest("params: expected an object")
-            size = params.get("payload_bytes")
+            params, size = request_params(request)
             if size is not None:
-                if not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD:
-                    raise BadRequest("params.payload_bytes: expected a size in bytes")
                 payload = await self._receive(reader, size)
             if name not in METHODS:
                 raise GatewayError(

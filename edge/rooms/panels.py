@@ -76,18 +76,7 @@ class Panels:
         rid, op = parts[3], parts[5]
         tx: object = None
         try:
-            if len(payload) > MAX_REQUEST_BYTES:
-                raise PanelError("bad_request", f"request of {len(payload)} bytes is too large")
-            try:
-                body = json.loads(payload) if payload.strip() else {}
-            except ValueError as exc:
-                raise PanelError("bad_request", f"not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise PanelError("bad_request", "the request must be a JSON object")
-            tx = body.get("transaction")
-            if tx is not None and not isinstance(tx, (str, int)):
-                tx = None
-                raise PanelError("bad_request", "transaction: must be a string or a number")
+            body, tx = parse_request(payload)
             result = self.request(rid, op, body)
         except PanelError as exc:
             log.warning("rooms: %s: panel %s refused: %s: %s", rid, op, exc.code, exc)
@@ -385,6 +374,26 @@ class Panels:
             await self.site.store.write(
                 [("UPDATE credit_uses SET reflected = 1 WHERE event_id = ?", Many(done))]
             )
+
+
+def parse_request(payload: bytes) -> tuple[dict[str, Any], object]:
+    """A panel request's body and its transaction (echoed in the answer); PanelError if
+    the payload is not a request. Its operation and room come from the topic."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise PanelError("bad_request", f"request of {len(payload)} bytes is too large")
+    try:
+        body = json.loads(payload) if payload.strip() else {}
+    except RecursionError:
+        # json's C scanner gives up on deep nesting with RecursionError, not ValueError.
+        raise PanelError("bad_request", "not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise PanelError("bad_request", f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PanelError("bad_request", "the request must be a JSON object")
+    tx = body.get("transaction")
+    if tx is not None and not isinstance(tx, (str, int)):
+        raise PanelError("bad_request", "transaction: must be a string or a number")
+    return body, tx
 
 
 def _minutes(body: dict[str, Any], rc: RoomConfig) -> int:

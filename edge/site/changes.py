@@ -224,7 +224,7 @@ def _check_one(
     op, kind = change.get("op"), change.get("kind")
     if op not in ("upsert", "delete"):
         raise DocError(f"{path}.op", f"expected 'upsert' or 'delete', got {op!r}")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or an object is unhashable
         raise DocError(f"{path}.kind", f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     if op == "delete":
         oid = change.get("id")

@@ -563,6 +563,13 @@ def _read(
     on_rows: Callable[[Rows], None],
     batch_rows: int,
 ) -> FastSnapshot:
+    # msgspec checks the UTF-8 of what it decodes, not of what it skips (an unknown
+    # field, a Raw value); the detailed reader refuses invalid UTF-8 anywhere.
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError as exc:
+            raise Declined(f"not UTF-8 text: {exc}") from None
     top = msgspec.json.decode(data, type=dict[str, Raw])
     # ijson's prefix for the items of `members` is "members.item": the detailed
     # reader would read the value of a top-level key of that name as a member.

@@ -524,6 +524,10 @@ _ITEMIZED = ("guests", "bookings")
 
 
 def _ijson_error(exc: Exception) -> DocError:
+    # yajl lets some invalid UTF-8 through (encoded surrogates, overlong forms)
+    # that Python's decoder then refuses with UnicodeDecodeError.
+    if isinstance(exc, UnicodeDecodeError):
+        return DocError("(document)", f"not UTF-8 text: {exc}")
     return DocError("(document)", f"malformed JSON: {exc}")
 
 
@@ -554,7 +558,7 @@ def read_snapshot(
                     obj = validate_object(kind, item, path)
                     refs.add(kind, obj, path)
                     on_object(kind, obj, path)
-            except ijson.JSONError as exc:
+            except (ijson.JSONError, UnicodeDecodeError) as exc:
                 raise _ijson_error(exc) from None
     refs.check()
     release_gradually(refs.card_owner, refs.wanted, *refs.ids.values())
@@ -585,7 +589,7 @@ def _read_small_sections(
                         on_object(kind, obj, path)
                 except DocError as exc:
                     first_problem = exc
-        except ijson.JSONError as exc:
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
             raise _ijson_error(exc) from None
     # A document of another schema is reported as such, whatever else is wrong with it.
     if scalars.get("schema") != SCHEMA:

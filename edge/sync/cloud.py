@@ -120,9 +120,10 @@ class CloudClient:
 
     def _json(self, r: requests.Response, what: str) -> Any:
         try:
-            return r.json()
-        except (ValueError, requests.exceptions.RequestException) as exc:
+            content = r.content
+        except requests.exceptions.RequestException as exc:
             raise CloudError("retry", f"{what}: the answer is not JSON: {_short(exc)}") from None
+        return decode_json(content, what)
 
     def snapshot(self, dest: Path) -> Reply:
         """Stream the snapshot into `dest`, which appears only whole and durable;
@@ -150,15 +151,7 @@ class CloudClient:
         what = "changes"
         r = self._request("GET", "/changes", what, params={"since": since, "limit": limit})
         body = self._json(r, what)
-        if not isinstance(body, dict):
-            raise CloudError("retry", f"{what}: the answer is not an object")
-        if not isinstance(body.get("changes"), list):
-            raise CloudError("retry", f"{what}: changes: missing or not an array")
-        cursor = body.get("cursor")
-        if not isinstance(cursor, str) or not cursor:
-            raise CloudError("retry", f"{what}: cursor: missing or not a string")
-        if not isinstance(body.get("more", False), bool):
-            raise CloudError("retry", f"{what}: more: not a boolean")
+        check_changes_page(body, what)
         return Reply(body, _server_time(r))
 
     def post_events(self, events: list[dict[str, Any]]) -> Reply:
@@ -181,10 +174,34 @@ class CloudClient:
         return Reply(body, _server_time(r))
 
 
+def decode_json(content: bytes, what: str) -> Any:
+    """An answer's body as JSON (UTF-8, -16 or -32, as `json.loads` detects it)."""
+    try:
+        return json.loads(content)
+    except RecursionError:
+        # json's C scanner gives up on deep nesting with RecursionError, not ValueError.
+        raise CloudError("retry", f"{what}: the answer is not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise CloudError("retry", f"{what}: the answer is not JSON: {_short(exc)}") from None
+
+
+def check_changes_page(body: Any, what: str = "changes") -> None:
+    """A page of changes has `changes` (an array), `cursor` and maybe `more`."""
+    if not isinstance(body, dict):
+        raise CloudError("retry", f"{what}: the answer is not an object")
+    if not isinstance(body.get("changes"), list):
+        raise CloudError("retry", f"{what}: changes: missing or not an array")
+    cursor = body.get("cursor")
+    if not isinstance(cursor, str) or not cursor:
+        raise CloudError("retry", f"{what}: cursor: missing or not a string")
+    if not isinstance(body.get("more", False), bool):
+        raise CloudError("retry", f"{what}: more: not a boolean")
+
+
 def _error_text(r: requests.Response) -> str:
     try:
         body = r.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return ""
     if isinstance(body, dict):
         err = body.get("error")

@@ -68,7 +68,7 @@ def verify(
     """The verified message, or `PushRejected` saying why not."""
     try:
         envelope = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise PushRejected("malformed", "the envelope is not JSON") from None
     if not isinstance(envelope, dict):
         raise PushRejected("malformed", "the envelope is not an object")
@@ -91,7 +91,7 @@ def verify(
         raise PushRejected("bad_signature", detail) from None
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise PushRejected("malformed", "the signed payload is not JSON") from None
     if not isinstance(body, dict):
         raise PushRejected("malformed", "the signed payload is not an object")

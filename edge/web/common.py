@@ -50,6 +50,9 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPUnsupportedMediaType(reason="send application/json")
     try:
         body = json.loads(await request.text())
+    except RecursionError:
+        # json's C scanner gives up on deep nesting with RecursionError, not ValueError.
+        raise web.HTTPBadRequest(reason="not JSON: nested too deeply") from None
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=f"not JSON: {exc}") from None
     if not isinstance(body, dict):

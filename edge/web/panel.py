@@ -64,6 +64,31 @@ MAX_BAD_MESSAGES = 20
 WEB_OPS = ("check_in", "book", "extend", "end")
 
 
+def parse_ws_message(text: str) -> dict[str, Any] | str:
+    """A panel's WebSocket message, checked (`type`, and `id` and `op` where it needs
+    them), or the reason it is refused."""
+    try:
+        body = json.loads(text)
+    except RecursionError:
+        # json's C scanner gives up on deep nesting with RecursionError, not ValueError.
+        return "not JSON: nested too deeply"
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(body, dict):
+        return "a message is a JSON object"
+    kind = body.get("type")
+    if kind == "ping":
+        return body
+    if kind not in ("request", "cancel"):
+        return f"unknown message type {kind!r} (expected request, cancel or ping)"
+    rid = body.get("id")
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        return f"id: a {kind} needs a whole-number id"
+    if kind == "request" and body.get("op") not in WEB_OPS:
+        return f"op: one of {', '.join(WEB_OPS)}, not {body.get('op')!r}"
+    return body
+
+
 class PanelSockets:
     """The open panel sockets, by room; what the rooms publish goes to them."""
 
@@ -256,30 +281,20 @@ class PanelSockets:
 
     def _message(self, room: str, ws: web.WebSocketResponse, text: str) -> str | None:
         """Handle one message; the reason it is refused, or None."""
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            return f"not JSON: {exc}"
-        if not isinstance(body, dict):
-            return "a message is a JSON object"
-        kind = body.get("type")
-        if kind == "ping":
+        body = parse_ws_message(text)
+        if isinstance(body, str):
+            return body
+        if body["type"] == "ping":
             self._send(ws, '{"type":"pong"}')
             return None
-        if kind not in ("request", "cancel"):
-            return f"unknown message type {kind!r} (expected request, cancel or ping)"
-        rid = body.get("id")
-        if not isinstance(rid, int) or isinstance(rid, bool):
-            return f"id: a {kind} needs a whole-number id"
-        if kind == "cancel":
+        rid: int = body["id"]  # parse_ws_message checked it, and `op` of a request
+        if body["type"] == "cancel":
             wait = self._waits.get((ws, rid))
             if wait is not None:  # else it has finished already: nothing to cancel
                 wait[1](PanelError("cancelled", "cancelled at the panel"))
             return None
-        op = body.get("op")
-        if op not in WEB_OPS:
-            return f"op: one of {', '.join(WEB_OPS)}, not {op!r}"
-        request = {k: body[k] for k in ("pin", "minutes") if k in body}
+        op: str = body["op"]
+        request: dict[str, Any] = {k: body[k] for k in ("pin", "minutes") if k in body}
         if body.get("badge") is True and "pin" not in request:
             self._await_badge(room, ws, rid, op, request)
             return None

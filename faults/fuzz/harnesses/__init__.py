@@ -1,0 +1,1 @@
+"""The harnesses, one module per parser (`faults.fuzz.harness.HARNESSES`)."""
