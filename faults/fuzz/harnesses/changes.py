@@ -49,7 +49,7 @@ def run(data: bytes) -> None:
     ix = _index()
     batch = check_batch(ix, body["changes"])
     batch_ops(batch, ix.generation)
-    refused_ops(batch, 0.0, "fuzz")
+    refused_ops(batch.refused, 0.0, "fuzz")
 
 
 def prepare() -> None:
