@@ -150,7 +150,15 @@ async def _present(server: AdminServer, call: Call) -> Any:
     door, cards, pin, at = _presentation_params(call, gw)
     if at is not None:
         raise BadRequest("params.at: a real presentation happens now; use decide for a dry run")
-    return decision_dict(gw, await gw.access.present(gw.access.presentation(door, cards, pin)))
+    decision, recorded = await gw.access.present_recorded(gw.access.presentation(door, cards, pin))
+    # Whether its events are durable: a disk fault never turns a decision around,
+    # but what was not written must not be taken as recorded.
+    return {
+        **decision_dict(gw, decision),
+        "events": recorded.ids,
+        "recorded": recorded.error is None,
+        "record_error": recorded.error,
+    }
 
 
 @method("import", True, "import an edge-sync/1 snapshot (sent as the payload)")
