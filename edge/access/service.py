@@ -32,7 +32,7 @@ from edge.secrets import SecretError, load_pin_key
 from edge.site.recorder import Recorder
 from edge.site.runtime import note_day_pass
 from edge.site.schedule import Opening
-from edge.site.sqlite import SqlOp
+from edge.site.sqlite import SqlOp, describe
 from edge.site.state import Actor, GatewayError, SiteChange, SiteState
 from edge.timeutil import iso_instant
 
@@ -67,8 +67,7 @@ async def durable(done: asyncio.Future[int]) -> str | None:
     try:
         await asyncio.shield(done)
     except sqlite3.Error as exc:
-        name = getattr(exc, "sqlite_errorname", None)
-        return f"{name}: {exc}" if name else str(exc)
+        return describe(exc)
     return None
 
 

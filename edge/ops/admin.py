@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from typing import Any
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
 from edge.gateway import Gateway
+from edge.site.sqlite import describe, storage_error
 from edge.site.state import Actor, GatewayError
 from edge.timeutil import iso_instant, parse_instant
 from edge.web import views
@@ -505,12 +507,12 @@ class AdminServer:
                 result = await handler(self, call)
             except GatewayError as exc:
                 if audited:
-                    await self.gateway.recorder.audit(
-                        actor, name, _audit_params(name, params), f"refused: {exc}"
-                    )
+                    await self._audit(actor, name, params, f"refused: {exc}")
                 raise
             if audited:
-                await self.gateway.recorder.audit(actor, name, _audit_params(name, params), "ok")
+                unrecorded = await self._audit(actor, name, params, "ok")
+                if unrecorded is not None and isinstance(result, dict):
+                    result = {**result, "audit": f"NOT RECORDED ({unrecorded})"}
             if name != "events.follow":
                 await _send(writer, {"id": request_id, "result": result})
             return bool(name != "events.follow")
@@ -531,6 +533,20 @@ class AdminServer:
         finally:
             if payload is not None:
                 await asyncio.to_thread(payload.unlink, True)
+
+    async def _audit(
+        self, actor: Actor, name: str, params: dict[str, Any], outcome: str
+    ) -> str | None:
+        """Write the audit row; None once durable, else why not. What was done is
+        done: a disk that refuses the row (the store logs that once) does not turn
+        the answer into an error, it says the row is NOT RECORDED."""
+        try:
+            await self.gateway.recorder.audit(actor, name, _audit_params(name, params), outcome)
+        except sqlite3.Error as exc:
+            if not storage_error(exc):
+                raise
+            return describe(exc)
+        return None
 
     async def _receive(self, reader: asyncio.StreamReader, size: int) -> Path:
         spool = self.gateway.state_dir / "spool"

@@ -241,7 +241,7 @@ class SqliteStore:
             self.fault = StorageFault(time.time(), describe(exc))
             log.error(
                 "store: storage failing: %s; what is written now is NOT RECORDED "
-                "until the disk recovers (retried with each new write)",
+                "until the disk recovers (each new write tries again)",
                 self.fault.error,
             )
         else:
