@@ -4,16 +4,19 @@
 The daemon runs under libfiu's `fiu-run -x`; `fiu-ctrl` makes pwrite fail with
 ENOSPC and EIO, fsync/fdatasync and open with EIO, window after window, while
 cards are presented at the admin socket and badged at a simulated OSDP
-reader, with uploads to the cloud simulator in flight. About 15 s.
+reader, with uploads to the cloud simulator in flight (about 16 s), and the
+hourly maintenance meets a full disk (about 6 s).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from faults.iofault.campaign import FAULTS, available, run_campaign
+from faults.iofault.campaign import FAULTS, FIU_RUN, available, run_campaign
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="fiu-run/fiu-ctrl missing (scripts/bootstrap installs fiu-utils)"
@@ -32,3 +35,53 @@ def test_disk_faults_keep_doors_deciding_and_nothing_unwritten_counts(tmp_path: 
     assert result.failing_lines == result.recovered_lines == struck
     assert result.resent > 0
     assert result.recorded > result.faults  # each window's recovery, at least
+
+
+# The hourly maintenance cannot be timed from outside: this runs it in a
+# process of its own under fiu-run, with pwrite failing from libfiu's API.
+MAINTENANCE = """
+import asyncio, ctypes, errno, logging, sys, time
+from pathlib import Path
+from edge.config import parse_config
+from edge.gateway import Gateway
+from edge.ops.daemon import _maintenance
+from edge.web.reports import WeeklyReport
+
+async def main(state: Path) -> None:
+    gw = Gateway(parse_config('[site]\\nid = "mitte"\\n'), state)
+    await gw.start()
+    try:
+        old = time.time() - 90 * 86400
+        await gw.site.store.write([(
+            "INSERT INTO outbox (id, type, at, body, created, state, delivered) "
+            "VALUES ('e-1', 'access.granted', '', '{}', ?, 'delivered', ?)", (old, old))])
+        fiu = ctypes.CDLL("libfiu.so.0")
+        fiu.fiu_enable.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+        fiu.fiu_enable(b"posix/io/rw/pwrite", 1, errno.ENOSPC, 0)
+        task = asyncio.create_task(_maintenance(gw, WeeklyReport(gw)))
+        await asyncio.sleep(1)
+        print("maintenance alive" if not task.done() else f"maintenance ended: {task!r}")
+        task.cancel()
+        fiu.fiu_disable(b"posix/io/rw/pwrite")
+    finally:
+        await gw.stop()
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_hourly_maintenance_outlives_a_failing_disk(tmp_path: Path) -> None:
+    """A disk fault while pruning once ended the maintenance task, and with it
+    (the daemon's task group) the whole gateway."""
+    r = subprocess.run(
+        [FIU_RUN, "-x", "-f", "", sys.executable, "-c", MAINTENANCE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "maintenance alive" in r.stdout, r.stdout + r.stderr
+    assert "daemon: pruning skipped: database or disk is full" in r.stderr
+    assert r.stderr.count("store: storage failing: SQLITE_FULL") == 1, r.stderr
