@@ -335,6 +335,13 @@ class Campaign:
                 # The day pass's first entry at the reader: a billable use the door
                 # waits for until durable; refused by the disk, the door opens anyway.
                 self._badge(daemon, site, thread, DAY_PASS, fault)
+                # What an operator reads from the real edgectl.
+                text = daemon.ctl("present", "--door", "front", "--card", SUSPENDED)
+                self.result.presentations += 1
+                if text.startswith("DENIED") and "\nNOT RECORDED (SQLITE_" in text:
+                    self.result.not_recorded += 1
+                else:
+                    self.violation(f"{fault.name}: edgectl present says:\n{text}")
             answers = [
                 self._present(daemon, card, fault)
                 for card in self.rng.sample(CARDS, self.rng.randint(1, len(CARDS)))
