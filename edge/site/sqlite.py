@@ -109,6 +109,10 @@ class SqliteStore:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        # Held by the writer from BEGIN to COMMIT or ROLLBACK. Reads share the
+        # connection, and on it they would see the open transaction's rows: the
+        # uploader sent events whose commit then failed (found by faults/iofault).
+        self._transaction = asyncio.Lock()
         self.commits = 0
         # Set while commits fail for the disk's reasons; logged once when it starts
         # and once when it ends, shown by `edgectl status`.
@@ -182,6 +186,10 @@ class SqliteStore:
                 return
 
     async def _commit(self, batches: list[_Batch]) -> None:
+        async with self._transaction:
+            await self._commit_batches(batches)
+
+    async def _commit_batches(self, batches: list[_Batch]) -> None:
         db = self.db
         failed: dict[int, BaseException] = {}
         changed = [0] * len(batches)
@@ -263,11 +271,12 @@ class SqliteStore:
     # --- reading -----------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self.db.execute(sql, params) as cur:
+        """Committed rows only: waits while the writer has a transaction open."""
+        async with self._transaction, self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self.db.execute(sql, params) as cur:
+        async with self._transaction, self.db.execute(sql, params) as cur:
             return await cur.fetchone()
 
 
