@@ -4,8 +4,9 @@
 The daemon runs under libfiu's `fiu-run -x`; `fiu-ctrl` makes pwrite fail with
 ENOSPC and EIO, fsync/fdatasync and open with EIO, window after window, while
 cards are presented at the admin socket and badged at a simulated OSDP
-reader, with uploads to the cloud simulator in flight (about 16 s), and the
-hourly maintenance meets a full disk (about 6 s).
+reader, with uploads to the cloud simulator in flight (about 16 s); the
+hourly maintenance meets a full disk (about 6 s); and reads wait for the
+writer's open transaction (what the long form found; 1 s, no libfiu).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from edge.site.store import Store
 from faults.iofault.campaign import FAULTS, FIU_RUN, available, run_campaign
+from tests.conftest import run_async
 
-pytestmark = pytest.mark.skipif(
+needs_fiu = pytest.mark.skipif(
     not available(), reason="fiu-run/fiu-ctrl missing (scripts/bootstrap installs fiu-utils)"
 )
 
 
+@needs_fiu
 def test_disk_faults_keep_doors_deciding_and_nothing_unwritten_counts(tmp_path: Path) -> None:
     faults = 2 * len(FAULTS)  # every kind twice, half of them with an upload in flight
     result = run_campaign(faults, tmp_path, seed=15)
@@ -71,6 +75,7 @@ asyncio.run(main(Path(sys.argv[1])))
 """
 
 
+@needs_fiu
 def test_hourly_maintenance_outlives_a_failing_disk(tmp_path: Path) -> None:
     """A disk fault while pruning once ended the maintenance task, and with it
     (the daemon's task group) the whole gateway."""
@@ -85,3 +90,35 @@ def test_hourly_maintenance_outlives_a_failing_disk(tmp_path: Path) -> None:
     assert "maintenance alive" in r.stdout, r.stdout + r.stderr
     assert "daemon: pruning skipped: database or disk is full" in r.stderr
     assert r.stderr.count("store: storage failing: SQLITE_FULL") == 1, r.stderr
+
+
+def test_reads_never_see_a_transaction_that_is_still_open(tmp_path: Path) -> None:
+    """Reads share the writer's connection: they must wait for its COMMIT, or the
+    uploader sends events whose commit then fails (the long form found 4 in
+    1000 faults before reads waited)."""
+
+    async def main() -> set[int]:
+        store = Store(tmp_path / "gateway.db")
+        await store.start()
+        try:
+            rows = 300
+            ops = [
+                (
+                    "INSERT INTO outbox (id, type, at, body, created) VALUES (?,?,?,?,?)",
+                    (f"e-{i}", "access.granted", "", "{}", 0.0),
+                )
+                for i in range(rows)
+            ]
+            done = store.submit(ops)  # one batch: one transaction of 300 statements
+            seen: set[int] = set()
+            while not done.done():
+                row = await store.fetchone("SELECT COUNT(*) FROM outbox")
+                assert row is not None
+                seen.add(int(row[0]))
+            await done
+            return seen
+        finally:
+            await store.stop()
+
+    seen = run_async(main())
+    assert seen <= {0, 300}, f"a read saw part of an open transaction: {sorted(seen)}"
