@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"violation: {v}", file=sys.stderr)
     print(
         f"iofault: {result.presentations} presentations ({result.recorded} recorded, "
-        f"{result.not_recorded} NOT RECORDED), {result.badges} reader badges, "
+        f"{result.not_recorded} NOT RECORDED), {result.badges} reader badges "
+        f"({result.link_retries} again after the simulated OSDP link dropped), "
         f"{result.failing_lines} faults logged and recovered, {result.resent} events resent "
         f"and kept once by the cloud, {result.seconds} s",
         file=sys.stderr,
