@@ -4,17 +4,21 @@ and records; schedules, lockdowns and the offline policy to the doors.
 Decisions are taken on the event loop with no await between `decide` and
 applying its effects, so two badges can never both consume the last pass.
 Usage events (what the cloud bills) are awaited until durable before the
-door opens. The service owns the hardware (readers, buses) and the door
-controllers; it reads the site from `SiteState` and records through the
-`Recorder`. Rooms hear of presence at their doors through `RoomHooks`.
+door opens; when the disk refuses them, the door still follows its decision
+(taken from memory) and the records are NOT RECORDED. The service owns the
+hardware (readers, buses) and the door controllers; it reads the site from
+`SiteState` and records through the `Recorder`. Rooms hear of presence at
+their doors through `RoomHooks`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -29,11 +33,40 @@ from edge.site.clock import CLOCK_TOLERANCE_S
 from edge.site.recorder import Recorder
 from edge.site.runtime import DayPassUse, note_day_pass
 from edge.site.schedule import Opening
-from edge.site.sqlite import SqlOp
+from edge.site.sqlite import SqlOp, describe
 from edge.site.state import Actor, GatewayError, SiteChange, SiteState
 from edge.timeutil import iso_instant
 
 log = logging.getLogger("edge.gateway")
+
+
+@dataclass
+class Records:
+    """What `_apply` queued for one decision: the event ids, the future that
+    resolves once they are durable (None when queued on the next turn), and
+    whether the door waits for it (a billable use)."""
+
+    ids: list[str] = field(default_factory=list)
+    done: asyncio.Future[int] | None = None
+    gate: bool = False
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Whether a presentation's events are durable; `error` says why not."""
+
+    ids: list[str]
+    error: str | None = None
+
+
+async def durable(done: asyncio.Future[int]) -> str | None:
+    """Wait for a record; None once durable, else why it is NOT RECORDED. The
+    store has logged a disk fault once already; the decision stands either way."""
+    try:
+        await asyncio.shield(done)
+    except sqlite3.Error as exc:
+        return describe(exc)
+    return None
 
 
 class RoomHooks(Protocol):
@@ -122,15 +155,24 @@ class AccessService:
 
     async def present(self, p: Presentation, port: ReaderPort | None = None) -> Decision:
         """A real presentation: decide, apply, record, open the door once usage is durable."""
+        return (await self.present_recorded(p, port))[0]
+
+    async def present_recorded(
+        self, p: Presentation, port: ReaderPort | None = None
+    ) -> tuple[Decision, Recorded]:
+        """`present`, and whether its events were recorded (the admin socket says so)."""
         t0 = time.perf_counter()
         decision = decide(self.site.index, self.site.state, p)
         took = time.perf_counter() - t0
-        durable = self._apply(decision, port)
-        if durable is not None:
-            await asyncio.shield(durable)
+        records = self._apply(decision, port)
+        error = None
+        if records.gate and records.done is not None:
+            error = await durable(records.done)
         self._open(decision, port)
         self._observe(decision, took)
-        return decision
+        if not records.gate and records.done is not None:
+            error = await durable(records.done)
+        return decision, Recorded(records.ids, error)
 
     def _observe(self, d: Decision, took: float) -> None:
         """Tell the observers (metrics) of a real decision and how long `decide` took."""
@@ -172,13 +214,16 @@ class AccessService:
             if not usage:
                 self._open(decision, port)
 
-        durable = self._apply(decision, port, open_first)
+        records = self._apply(decision, port, open_first)
         self._observe(decision, took)
-        if durable is None:
+        if not records.gate or records.done is None:
             return
 
-        async def when_durable(d: Decision = decision, done: asyncio.Future[int] = durable) -> None:
-            await done
+        async def when_durable(
+            d: Decision = decision, done: asyncio.Future[int] = records.done
+        ) -> None:
+            # NOT RECORDED (a disk fault) does not change what the door was told.
+            await durable(done)
             self._open(d, port)
 
         task = asyncio.create_task(when_durable(), name=f"door[{port.door}].after_usage")
@@ -237,7 +282,7 @@ class AccessService:
         d: Decision,
         port: ReaderPort | None = None,
         before_record: Callable[[bool], None] | None = None,
-    ) -> asyncio.Future[int] | None:
+    ) -> Records:
         """Apply a decision's effects in memory at once and queue their records."""
         st, e, rec = self.site.state, d.effects, self.recorder
         ops: list[SqlOp] = []
@@ -312,15 +357,14 @@ class AccessService:
             )
         if before_record is not None:
             before_record(usage)
-        if usage:
-            return rec.record(events, ops)
+        records = Records([ev["id"] for ev in events], gate=usage)
         if opened:
             # The door is already on its way: the records follow on the next turn of
             # the loop, after the strike's task has sent its command.
             asyncio.get_running_loop().call_soon(rec.record, events, ops)
         else:
-            rec.record(events, ops)
-        return None
+            records.done = rec.record(events, ops)
+        return records
 
     # --- guests -------------------------------------------------------------------
 

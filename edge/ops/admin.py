@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from typing import Any
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
 from edge.gateway import Gateway
+from edge.site.sqlite import describe, storage_error
 from edge.site.state import Actor, GatewayError
 from edge.timeutil import in_zone, iso_instant, parse_instant
 from edge.web import views
@@ -173,7 +175,15 @@ async def _present(server: AdminServer, call: Call) -> Any:
     door, cards, pin, at = _presentation_params(call, gw)
     if at is not None:
         raise BadRequest("params.at: a real presentation happens now; use decide for a dry run")
-    return decision_dict(gw, await gw.access.present(gw.access.presentation(door, cards, pin)))
+    decision, recorded = await gw.access.present_recorded(gw.access.presentation(door, cards, pin))
+    # Whether its events are durable: a disk fault never turns a decision around,
+    # but what was not written must not be taken as recorded.
+    return {
+        **decision_dict(gw, decision),
+        "events": recorded.ids,
+        "recorded": recorded.error is None,
+        "record_error": recorded.error,
+    }
 
 
 @method("import", True, "import an edge-sync/1 snapshot (sent as the payload)")
@@ -514,12 +524,12 @@ class AdminServer:
                 result = await handler(self, call)
             except GatewayError as exc:
                 if audited:
-                    await self.gateway.recorder.audit(
-                        actor, name, _audit_params(name, params), f"refused: {exc}"
-                    )
+                    await self._audit(actor, name, params, f"refused: {exc}")
                 raise
             if audited:
-                await self.gateway.recorder.audit(actor, name, _audit_params(name, params), "ok")
+                unrecorded = await self._audit(actor, name, params, "ok")
+                if unrecorded is not None and isinstance(result, dict):
+                    result = {**result, "audit": f"NOT RECORDED ({unrecorded})"}
             if name != "events.follow":
                 await _send(writer, {"id": request_id, "result": result})
             return bool(name != "events.follow")
@@ -540,6 +550,20 @@ class AdminServer:
         finally:
             if payload is not None:
                 await asyncio.to_thread(payload.unlink, True)
+
+    async def _audit(
+        self, actor: Actor, name: str, params: dict[str, Any], outcome: str
+    ) -> str | None:
+        """Write the audit row; None once durable, else why not. What was done is
+        done: a disk that refuses the row (the store logs that once) does not turn
+        the answer into an error, it says the row is NOT RECORDED."""
+        try:
+            await self.gateway.recorder.audit(actor, name, _audit_params(name, params), outcome)
+        except sqlite3.Error as exc:
+            if not storage_error(exc):
+                raise
+            return describe(exc)
+        return None
 
     async def _receive(self, reader: asyncio.StreamReader, size: int) -> Path:
         # The spool holds a request's payload only while the request runs; it

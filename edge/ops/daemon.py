@@ -42,9 +42,14 @@ async def _maintenance(gateway: Gateway, weekly: WeeklyReport, interval: float =
             await weekly.due()
         except (OSError, sqlite3.Error, ReportError) as exc:
             log.error("daemon: reports not brought up to date: %s", exc)
-        await gateway.recorder.prune()
-        if gateway.sync is not None:
-            await gateway.sync.prune(time.time())
+        try:
+            await gateway.recorder.prune()
+            if gateway.sync is not None:
+                await gateway.sync.prune(time.time())
+        except sqlite3.Error as exc:
+            # A failing disk (the store logs it once) must not end this task: in
+            # the daemon's task group that would stop the whole gateway. Next hour.
+            log.warning("daemon: pruning skipped: %s", exc)
         await asyncio.sleep(interval)
 
 

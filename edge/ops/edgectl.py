@@ -162,6 +162,12 @@ def _human_status(s: dict[str, Any]) -> None:
     print(f"PIN key:     {'provisioned' if s['pin_key'] else 'MISSING (PIN entry refused)'}")
     if s["lockdown"]:
         print("LOCKDOWN:    whole site")
+    storage = s.get("storage")
+    if storage and storage["state"] != "ok":
+        print(
+            f"STORAGE:     failing since {storage['since']}, last error {storage['error']} "
+            f"({storage['failed_commits']} commits failed; events NOT RECORDED meanwhile)"
+        )
     web = s.get("web")
     if web:
         tls_note = f"  (certificate SHA-256 {web['fingerprint']})" if web["fingerprint"] else ""
@@ -215,6 +221,8 @@ def _human_decision(d: dict[str, Any]) -> None:
     who = d["holder"] or "unknown holder"
     extra = ", ".join(f"{k}={v}" for k, v in d["details"].items())
     print(f"{verdict} at {d['door']} for {who}: {d['reason']}" + (f" ({extra})" if extra else ""))
+    if d.get("recorded") is False:
+        print(f"NOT RECORDED ({d['record_error']})")
 
 
 def _human_member(m: dict[str, Any]) -> None:

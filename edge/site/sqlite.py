@@ -122,6 +122,33 @@ def migrate(conn: MigrateConnection, migrations: Sequence[str], program: str = "
     return version
 
 
+# SQLite's primary result codes that mean the disk, not the statement, failed
+# (an extended code such as SQLITE_IOERR_FSYNC carries its primary code in the low byte).
+SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN = 10, 13, 14
+STORAGE_CODES = frozenset({SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN})
+
+
+def storage_error(exc: BaseException | None) -> bool:
+    """Whether a failed write is the disk's fault (ENOSPC, EIO, ...) rather than the SQL's."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in STORAGE_CODES
+
+
+def describe(exc: BaseException) -> str:
+    """`SQLITE_FULL (database or disk is full)`: the code names the failed operation."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{name} ({exc})" if name else str(exc)
+
+
+@dataclass
+class StorageFault:
+    """The disk refuses the database's writes: since when, and the last error."""
+
+    since: float
+    error: str
+    failed_commits: int = 1
+
+
 @dataclass
 class _Batch:
     ops: list[SqlOp]
@@ -141,7 +168,14 @@ class SqliteStore:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        # Held by the writer from BEGIN to COMMIT or ROLLBACK. Reads share the
+        # connection, and on it they would see the open transaction's rows: the
+        # uploader sent events whose commit then failed (found by faults/iofault).
+        self._transaction = asyncio.Lock()
         self.commits = 0
+        # Set while commits fail for the disk's reasons; logged once when it starts
+        # and once when it ends, shown by `edgectl status`.
+        self.fault: StorageFault | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -212,6 +246,10 @@ class SqliteStore:
                 return
 
     async def _commit(self, batches: list[_Batch]) -> None:
+        async with self._transaction:
+            await self._commit_batches(batches)
+
+    async def _commit_batches(self, batches: list[_Batch]) -> None:
         db = self.db
         failed: dict[int, BaseException] = {}
         changed = [0] * len(batches)
@@ -229,19 +267,34 @@ class SqliteStore:
                         # rowcount is the cursor's own field: reading it takes no lock.
                         changed[i] += max(cursor.rowcount, 0)
                 except sqlite3.Error as exc:
+                    if storage_error(exc):
+                        raise  # the disk failed: the whole transaction is lost
                     failed[i] = exc
                     await db.execute("ROLLBACK TO batch")
                 await db.execute("RELEASE batch")
             await db.execute("COMMIT")
             self.commits += 1
         except (sqlite3.Error, ValueError) as exc:
-            log.error("store: commit failed: %s", exc)
+            if storage_error(exc):
+                self._storage_failed(exc)
+            else:
+                log.error("store: commit failed: %s", exc)
+            # After a failed COMMIT, SQLite has usually rolled back already.
             with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
             for batch in batches:
                 if not batch.future.done():
                     batch.future.set_exception(exc)
             return
+        if self.fault is not None:
+            fault, self.fault = self.fault, None
+            log.info(
+                "store: storage recovered: commits work again (failing since %s, "
+                "%d commits failed, last error %s)",
+                _clock(fault.since),
+                fault.failed_commits,
+                fault.error,
+            )
         for i, batch in enumerate(batches):
             if batch.future.done():
                 continue
@@ -250,17 +303,53 @@ class SqliteStore:
             else:
                 batch.future.set_result(changed[i])
 
+    def _storage_failed(self, exc: BaseException) -> None:
+        """A commit failed for the disk's reasons: logged once per fault, not per write."""
+        if self.fault is None:
+            self.fault = StorageFault(time.time(), describe(exc))
+            log.error(
+                "store: storage failing: %s; what is written now is NOT RECORDED "
+                "until the disk recovers (each new write tries again)",
+                self.fault.error,
+            )
+        else:
+            self.fault.error = describe(exc)
+            self.fault.failed_commits += 1
+            log.debug("store: storage still failing: %s", self.fault.error)
+
+    def health(self) -> dict[str, Any]:
+        """`edgectl status`'s storage line."""
+        if self.fault is None:
+            return {"state": "ok"}
+        return {
+            "state": "failing",
+            "since": self.fault.since,
+            "error": self.fault.error,
+            "failed_commits": self.fault.failed_commits,
+        }
+
     # --- reading -----------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self.db.execute(sql, params) as cur:
+        """Committed rows only: waits while the writer has a transaction open."""
+        async with self._transaction, self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self.db.execute(sql, params) as cur:
+        async with self._transaction, self.db.execute(sql, params) as cur:
             return await cur.fetchone()
 
 
+def _clock(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
+
+
 def _log_failure(future: asyncio.Future[int]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("store: write failed: %s", future.exception())
+    if future.cancelled() or future.exception() is None:
+        return
+    exc = future.exception()
+    if storage_error(exc):
+        # The writer logged the fault once; a line per write would flood the log.
+        log.debug("store: write failed: %s", exc)
+    else:
+        log.error("store: write failed: %s", exc)

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -410,7 +411,17 @@ class Sync:
         for error, event_id in rejected:
             log.error("sync: the cloud rejected event %s: %s", event_id, error)
         if ops:
-            await self.state.store.write(ops)
+            try:
+                await self.state.store.write(ops)
+            except sqlite3.Error as exc:
+                # The disk refuses the marks (the store logged the fault once): the
+                # events stay pending and go again later, and the cloud, which keeps
+                # them by id, counts each once. The uploader lives on.
+                self.upload.failed(f"marking {len(ops)} batches delivered: {exc}")
+                delay = self._backoff(self.upload.failures, None)
+                self.upload.retry_at = time.time() + delay
+                log.debug("sync: could not mark events delivered (%s); resending later", exc)
+                return
         unanswered = len(sent) - len(accepted) - len(rejected)
         if unanswered:
             message = f"events: the cloud answered for {len(sent) - unanswered} of {len(sent)}"

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from edge.gateway import Gateway
 
 
+def _storage(gw: Gateway) -> dict[str, Any]:
+    """The database's disk: ok, or failing since when with the last error."""
+    health = gw.site.store.health()
+    if "since" in health:
+        health["since"] = iso_instant(health["since"], gw.site.index.tz)
+    return health
+
+
 def status(gw: Gateway) -> dict[str, Any]:
     """`edgectl status`: the site, the doors and readers, sync, the broker, the rooms."""
     ix, now = gw.site.index, time.time()
@@ -53,6 +61,7 @@ def status(gw: Gateway) -> dict[str, Any]:
         "readers": [] if hw is None else [p.view() for p in hw.readers.values()],
         "buses": [] if hw is None else hw.buses_view(),
         "lockdown": gw.site.state.lockdown_site,
+        "storage": _storage(gw),
         "synced_at": iso_instant(gw.site.synced_at, ix.tz) if gw.site.synced_at else None,
         "cache_age_s": round(now - gw.site.synced_at, 1) if gw.site.synced_at else None,
         "offline": {
