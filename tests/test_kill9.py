@@ -3,17 +3,23 @@ planted violations, the fault points, and what the campaign found."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from edge import faultpoints
+from faults.kill9.campaign import Campaign
 from hwsim.cloud import CloudSim
 from hwsim.sitegen import example_site
 from tests.conftest import DAY, REPO
@@ -90,3 +96,71 @@ def test_a_push_before_the_first_snapshot_asks_for_a_pull(
         assert "push_failed" not in d.output()
         alarms = d.ctl_json("events", "--type", "gateway.alarm", "--limit", "100")
         assert [a for a in alarms if a["details"]["alarm"] == "push_failed"] == []
+
+
+# --- the campaign -------------------------------------------------------------------------
+
+
+def test_kill9_campaign_ci_form(tmp_path: Path) -> None:
+    """200 kills at random moments and at the named points, checked after each
+    (about 90 s on 2 busy cores; the long form is `python -m faults.kill9`)."""
+    result = Campaign(tmp_path / "kill9", seed=20261206).run(200)
+    assert [str(v) for v in result.violations] == []
+    assert result.kills == 200
+    reached = set(result.at_points) - {"random"}
+    assert len(reached) >= 4, result.at_points  # the named points are reached, not only armed
+    assert result.events_acked > 0
+
+
+def test_the_checker_catches_planted_violations(tmp_path: Path) -> None:
+    """Each kind of violation, planted in the real system, is reported: an
+    acknowledged event deleted from the outbox, data behind the stored cursor, an
+    event sent again to the cloud after it was delivered, and a strike the
+    checker's schedule says must be shut (the daemon's schedule holds it open)."""
+    campaign = Campaign(tmp_path / "kill9", seed=7)
+    expect = copy.deepcopy(campaign.doc)
+    for door in expect["doors"]:
+        if door["id"] == "office-12":
+            door.pop("unlock_schedule")
+    campaign.expect_doc = expect
+    planted: list[str] = []
+
+    def spoil(db_path: Path) -> None:
+        assert campaign.cloud is not None
+        db = sqlite3.connect(db_path)
+        try:
+            delivered = db.execute(
+                "SELECT id, body FROM outbox WHERE state = 'delivered' ORDER BY seq LIMIT 2"
+            ).fetchall()
+            gen = db.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()
+            if "lost" not in planted and len(delivered) == 2:
+                db.execute("DELETE FROM outbox WHERE id = ?", (delivered[0][0],))
+                db.commit()
+                planted.append("lost")
+            elif "duplicate" not in planted and delivered:
+                s = requests.Session()
+                s.trust_env = False
+                r = s.post(
+                    f"{campaign.cloud.url}/sites/mitte/events",
+                    json={"events": [json.loads(delivered[-1][1])]},
+                    headers={"Authorization": "Bearer sim-token"},
+                    timeout=10,
+                )
+                assert r.status_code == 200, r.text
+                planted.append("duplicate")
+            elif "cursor" not in planted and gen and int(gen[0]):
+                db.execute(
+                    "UPDATE holders SET billing = 'bogus' WHERE gen = ? AND id = 'm-1004'",
+                    (int(gen[0]),),
+                )
+                db.commit()
+                planted.append("cursor")
+        finally:
+            db.close()
+
+    campaign.before_inspect = spoil
+    result = campaign.run(20)
+    assert sorted(planted) == ["cursor", "duplicate", "lost"]
+    kinds = {v.kind for v in result.violations}
+    assert {"lost", "duplicate", "cursor", "strike"} <= kinds, result.violations
+    assert result.line() == (f"RESULT campaign=kill9 kills=20 violations={len(result.violations)}")
