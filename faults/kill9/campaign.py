@@ -23,9 +23,9 @@ simulator, `CloudSim.received`).
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
