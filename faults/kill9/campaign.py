@@ -69,6 +69,8 @@ MAX_PASSES = {
     "updates.before_flip": 1,
     "updates.after_flip": 1,
 }
+# Members with day passes in the example site (a pass of their own, a balance).
+DAY_PASS_CARDS = (("m-1007", "H10304:500:12345"), ("m-1008", "raw:0A0B0C0D"))
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -143,6 +145,8 @@ class Checker:
     # (cursor number, member, billing) for every change the operator made.
     billing_changes: list[tuple[int, str, str]] = field(default_factory=list)
     acked: dict[str, int] = field(default_factory=dict)  # event id: life that acknowledged it
+    # (holder, day): life whose admin `present` answered that a day pass was consumed.
+    usage_acked: dict[tuple[str, str], int] = field(default_factory=dict)
     delivered_at: dict[str, int] = field(default_factory=dict)  # id: inspection that saw it
     senders: Counter[str] = field(default_factory=Counter)  # id: lives that could send it
     violations: list[Violation] = field(default_factory=list)
@@ -200,8 +204,22 @@ class Checker:
                             f"(the cloud had {sorted(allowed)} at or after it)",
                         )
             outbox = dict(db.execute("SELECT id, state FROM outbox").fetchall())
+            uses = {
+                (holder, day): event_id
+                for holder, day, event_id in db.execute(
+                    "SELECT holder, day, event_id FROM day_pass_uses"
+                )
+            }
         finally:
             db.close()
+        for (holder, day), acked_by in self.usage_acked.items():
+            used = uses.get((holder, day))
+            if used is None or used not in outbox:
+                self.fail(
+                    life, "lost", f"day pass of {holder} on {day}, answered in life {acked_by}"
+                )
+            else:
+                self.ack(acked_by, [used])
         for event_id, acked_by in self.acked.items():
             if event_id not in outbox:
                 self.fail(life, "lost", f"event {event_id} acknowledged in life {acked_by}")
@@ -466,12 +484,25 @@ class Campaign:
             self._push(lambda c: c.push_sync())
         elif roll < 0.81:
             self._push(lambda c: c.push_resync())  # a snapshot and its flip
+        elif roll < 0.84:
+            self._present_day_pass()
         else:
             try:
                 events = self.admin("events", {"limit": 50})
             except (Unreachable, RemoteError, OSError, ValueError):
                 return
             self.checker.ack(self.life, [e["id"] for e in events])
+
+    def _present_day_pass(self) -> None:
+        """A day-pass holder at the front door through the admin socket: an answer
+        that says a pass was consumed promises the use is durable."""
+        holder, card = self.rng.choice(DAY_PASS_CARDS)
+        try:
+            answer = self.admin("present", {"door": "front", "card": card})
+        except (Unreachable, RemoteError, OSError, ValueError):
+            return
+        if answer["reason"] == "day_pass" and answer["details"].get("consumed"):
+            self.checker.usage_acked.setdefault((holder, answer["at"][:10]), self.life)
 
     def _book(self) -> None:
         assert self.cloud is not None
