@@ -134,10 +134,10 @@ def test_the_checker_catches_planted_violations(tmp_path: Path) -> None:
             ).fetchall()
             gen = db.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()
             if "lost" not in planted and len(delivered) == 2:
-                db.execute("DELETE FROM outbox WHERE id = ?", (delivered[0][0],))
+                db.execute("DELETE FROM outbox WHERE id = ?", (delivered[0][0],))  # not [-1]
                 db.commit()
                 planted.append("lost")
-            elif "duplicate" not in planted and delivered:
+            if "duplicate" not in planted and len(delivered) == 2:
                 s = requests.Session()
                 s.trust_env = False
                 r = s.post(
@@ -148,7 +148,7 @@ def test_the_checker_catches_planted_violations(tmp_path: Path) -> None:
                 )
                 assert r.status_code == 200, r.text
                 planted.append("duplicate")
-            elif "cursor" not in planted and gen and int(gen[0]):
+            if "cursor" not in planted and gen and int(gen[0]):
                 db.execute(
                     "UPDATE holders SET billing = 'bogus' WHERE gen = ? AND id = 'm-1004'",
                     (int(gen[0]),),

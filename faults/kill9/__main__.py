@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.kills < 1:
         parser.error("--kills: at least 1")
+    # The Modbus board's server logs every dropped client: each kill is one.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="kill9-") as tmp:
         work = args.work or Path(tmp)
         print(f"kill9: seed {args.seed}, work {work}", file=sys.stderr, flush=True)

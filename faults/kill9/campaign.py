@@ -535,6 +535,9 @@ class Campaign:
 
     def one_life(self) -> str:
         """Spawn, load, kill; returns how it died ("random" or the point's name)."""
+        if self.life == 0:
+            self.first_sync()  # the first life, killed once its first snapshot is in
+            return "random"
         named = self.rng.random() < 0.5
         point = spec = None
         if named:
@@ -565,6 +568,27 @@ class Campaign:
             self.before_inspect(self.checker.db_path)
         self.checker.inspect(self.life)
         return died
+
+    def first_sync(self) -> None:
+        """Before the first kill: a daemon that took its first snapshot, so that a
+        slow machine's kills do not all land before the first import ends."""
+        assert self.cloud is not None
+        life = self.spawn(None)
+        try:
+            if self.wait_ready(life, 60):
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if self.admin("sync.status")["cursor"] is not None:
+                            break
+                    except (Unreachable, RemoteError, OSError, ValueError):
+                        pass
+                    time.sleep(0.05)
+                self.check_strikes()
+        finally:
+            life.kill()
+        self.at_points["random"] += 1
+        self.checker.inspect(self.life)
 
     def drain(self) -> None:
         """The last life: no fault, until the outbox is empty and the cloud's cursor is in."""
