@@ -151,9 +151,16 @@ class Checker:
     senders: Counter[str] = field(default_factory=Counter)  # id: lives that could send it
     violations: list[Violation] = field(default_factory=list)
     inspections: int = 0
+    on_violation: Callable[[Violation], None] | None = None
+    _reported: set[tuple[str, str]] = field(default_factory=set)
 
     def fail(self, life: int, kind: str, detail: str) -> None:
+        if (kind, detail) in self._reported:
+            return  # still true at a later inspection: one violation, not one per life
+        self._reported.add((kind, detail))
         self.violations.append(Violation(life, kind, detail))
+        if self.on_violation is not None:
+            self.on_violation(self.violations[-1])
 
     def ack(self, life: int, ids: list[str]) -> None:
         for event_id in ids:
@@ -215,14 +222,13 @@ class Checker:
         for (holder, day), acked_by in self.usage_acked.items():
             used = uses.get((holder, day))
             if used is None or used not in outbox:
-                self.fail(
-                    life, "lost", f"day pass of {holder} on {day}, answered in life {acked_by}"
-                )
+                detail = f"day pass of {holder} on {day} (answered in life {acked_by})"
+                self.fail(life, "lost", detail)
             else:
                 self.ack(acked_by, [used])
         for event_id, acked_by in self.acked.items():
             if event_id not in outbox:
-                self.fail(life, "lost", f"event {event_id} acknowledged in life {acked_by}")
+                self.fail(life, "lost", f"event {event_id} (acknowledged in life {acked_by})")
         self.ack(life, list(outbox))
         for event_id, state in outbox.items():
             if state != "pending":
@@ -309,10 +315,18 @@ class Life:
         return bool(ready)
 
     def kill(self) -> None:
-        """SIGKILL the whole group (the daemon and any child it started)."""
+        """SIGKILL the whole group (the daemon and any child it started).
+
+        The process itself is killed too: one killed right after the fork may not
+        lead its group yet, and a daemon that survived its kill would share the
+        state directory with the next one (seen: two daemons, a snapshot file
+        deleted under the other's import)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        self.wait(30)
+        if not self.wait(30):
+            raise RuntimeError(f"kill9: the daemon {self.pid} survived SIGKILL for 30 s")
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -343,6 +357,7 @@ class Campaign:
         self.state_dir = work / "state"
         initial = {m["id"]: m["billing"]["status"] for m in self.doc["members"]}
         self.checker = Checker(self.state_dir / "gateway.db", {m: initial[m] for m in TRACKED})
+        self.checker.on_violation = lambda v: self.say(f"violation: {v}")
         self.cards = [
             _card_spec(c)
             for m in self.doc["members"]

@@ -12,6 +12,7 @@ no threads, so forking it is safe; its children are reaped by the kernel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +56,9 @@ def main() -> int:
         pid = os.fork()
         if pid == 0:
             _child(request["argv"], request["env"], request["log"])
+        # Both sides set the group, so it exists before the campaign can kill it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         print(json.dumps({"pid": pid}), flush=True)
     return 0
 
