@@ -396,7 +396,8 @@ class Campaign:
         config = self.work / "gateway.toml"
         config.write_text(
             '[site]\nid = "mitte"\n[log]\nlevel = "info"\ntimestamps = true\n'
-            f'[cloud]\nurl = "{self.cloud.url}"\npull_interval_s = 1\n'
+            f'[cloud]\nurl = "{self.cloud.url}"\nallow_insecure_http_for_lab = true\n'
+            "pull_interval_s = 1\n"
             "backoff_min_s = 0.1\nbackoff_max_s = 0.5\ntimeout_s = 30\npush = true\n"
             "changes_limit = 3\nupload_batch = 7\n"
             f'[cloud.keys]\n{self.cloud.key_id} = "{self.cloud.public_key_b64}"\n'
