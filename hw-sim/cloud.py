@@ -328,6 +328,7 @@ class CloudSim:
       `push_enabled` (False: changes are logged but their pushes are lost),
       `faults`, `reject_types` (event types answered with a rejection),
       `events` (accepted events by id), `duplicates` (repeated ids acknowledged),
+      `received` (how many times each event id arrived, duplicates included),
       `requests` ((method, path, status) of every request; 0 when dropped).
     """
 
@@ -360,6 +361,9 @@ class CloudSim:
         self.reject_types: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
+        # Every arrival of an id, counted here at the cloud (a resend after a
+        # lost answer too), so a campaign counts duplicates where they land.
+        self.received: Counter[str] = Counter()
 
         # `_lock` guards the world, the log and the events, held briefly by
         # requests; `_operator` serialises operator changes with their pushes,
@@ -732,6 +736,7 @@ class CloudSim:
         billed: list[dict[str, Any]] = []
         with self._lock:
             for event in events:
+                self.received[event["id"]] += 1
                 if event["id"] in self.events:
                     self.duplicates += 1
                     accepted.append(event["id"])

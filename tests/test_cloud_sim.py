@@ -299,6 +299,7 @@ def test_events_are_idempotent_by_id(sim: CloudSim) -> None:
     assert again.json() == {"accepted": ["e2", "e3", "e4"], "rejected": []}
     assert sim.counts() == {"access.granted": 3, "usage.day_pass": 1}
     assert sim.duplicates == 2
+    assert sim.received == {"e1": 1, "e2": 2, "e3": 2, "e4": 1}
     assert sorted(sim.events) == ["e1", "e2", "e3", "e4"]
     assert sim.events["e4"]["gateway"] == "gw-1"
 
@@ -478,6 +479,8 @@ def test_events_stored_but_not_acknowledged_are_not_counted_twice(sim: CloudSim)
     assert r.json() == {"accepted": ["e1", "e2", "e3"], "rejected": []}
     assert sim.counts() == {"access.granted": 2, "usage.day_pass": 1}
     assert sim.duplicates == 2 + 3
+    # Stored once, but counted at the simulator as often as it arrived.
+    assert sim.received == {"e1": 3, "e2": 3, "e3": 2}
 
 
 # --- outage --------------------------------------------------------------------------

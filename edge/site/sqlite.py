@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from edge import faultpoints
+
 log = logging.getLogger("edge.store")
 
 SqlOp = tuple[str, Sequence[Any]]
@@ -272,7 +274,9 @@ class SqliteStore:
                     failed[i] = exc
                     await db.execute("ROLLBACK TO batch")
                 await db.execute("RELEASE batch")
+            faultpoints.hit("store.before_commit")
             await db.execute("COMMIT")
+            faultpoints.hit("store.after_commit")
             self.commits += 1
         except (sqlite3.Error, ValueError) as exc:
             if storage_error(exc):

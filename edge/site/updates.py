@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from edge import faultpoints
 from edge.site.changes import Refused, batch_ops, check_batch, patch_index, refused_ops
 from edge.site.importer import ImportRefused, commit_ops, stage_snapshot
 from edge.site.index import load_index
@@ -71,7 +72,9 @@ class SiteUpdates:
             # The index was built before meta moved: give it the new snapshot's marks.
             index.cursor = staged.cursor
             index.generated_at = staged.generated_at.timestamp() if staged.generated_at else None
+            faultpoints.hit("updates.before_flip")
             await site.store.write(commit_ops(staged))
+            faultpoints.hit("updates.after_flip")
             site.synced_at = time.time()
             if staged.generated_at is not None:
                 site.note_cloud_time(staged.generated_at.timestamp())

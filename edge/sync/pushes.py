@@ -130,6 +130,12 @@ class Pushes:
             self._alarms[reason] = (start, n, held + 1)
 
     async def _push_changes(self, msg: PushMessage) -> None:
+        if not self.site.index.loaded:
+            # Changes need a snapshot to apply to; the pull takes one and with it
+            # everything up to the cloud's cursor, this change included.
+            log.info("sync: pushed changes before the first snapshot; pulling instead")
+            self.request_pull(False)
+            return
         changes = msg.body.get("changes")
         try:
             await self.updates.apply_changes(changes, None, "push", prefix="push.changes")

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edge import faultpoints
 from edge.config import CloudConfig
 from edge.mqtt.link import MqttLink
 from edge.secrets import SecretError, describe_missing, read_secret
@@ -290,6 +291,7 @@ class Sync:
                 await self._snapshot(time.time())
                 continue
             self._clock(reply.server_time)
+            faultpoints.hit("sync.change_page")
             body = reply.body
             if body["changes"] or body["cursor"] != cursor:
                 await self.updates.apply_changes(
@@ -398,6 +400,8 @@ class Sync:
             log.warning("sync: upload failed (%s); retrying in %.1f s", exc, delay)
             return
         self._clock(reply.server_time)
+        # The cloud has the events; a kill here sends them again after the restart.
+        faultpoints.hit("sync.upload_answered")
         if self._upload_limit is not None and len(rows) == self._upload_limit:
             self._upload_limit = None  # past the refused batch: back to full batches
         sent = {i for i, _ in rows}
