@@ -210,7 +210,8 @@ class FaultyDaemon:
 def _config(cloud: CloudSim, site: SimSite) -> str:
     text: str = (
         '[site]\nid = "mitte"\n[log]\nlevel = "info"\n'
-        f'[cloud]\nurl = "{cloud.url}"\npull_interval_s = 3600\n'
+        f'[cloud]\nurl = "{cloud.url}"\nallow_insecure_http_for_lab = true\n'
+        "pull_interval_s = 3600\n"
         "backoff_min_s = 0.2\nbackoff_max_s = 1\ntimeout_s = 5\npush = false\n"
         f'[cloud.keys]\n{cloud.key_id} = "{cloud.public_key_b64}"\n' + site.config()
     )
