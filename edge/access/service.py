@@ -427,23 +427,10 @@ class AccessService:
     def _offline_state(self, now: float) -> None:
         """Which doors deny on a stale cache or an untrusted clock (offline_policy)."""
         site = self.site
-        reason: str | None = None
-        detail = ""
-        cloud_time, synced_at = site.cloud_time, site.synced_at
-        if cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
-            reason = "clock_untrusted"
-            detail = (
-                f"the clock reads {iso_instant(now)}, before {iso_instant(cloud_time)}, "
-                "a time the cloud already vouched for"
-            )
-        elif self.config.cloud is not None and synced_at is not None:
-            limit = self.config.cloud.cache_stale_hours * 3600
-            if now - synced_at > limit:
-                reason = "cache_stale"
-                detail = (
-                    f"the last successful sync was {(now - synced_at) / 3600:.1f} h ago "
-                    f"(limit {self.config.cloud.cache_stale_hours:g} h)"
-                )
+        cloud = self.config.cloud
+        reason, detail = offline_reason(
+            now, site.cloud_time, site.synced_at, cloud.cache_stale_hours if cloud else None
+        )
         doors = frozenset(
             d for d, hw in self.config.doors.items() if hw.offline_policy == "deny_stale"
         )
@@ -526,6 +513,32 @@ class AccessService:
         self.recorder.emit("admin.action", now, door=door, details=details)
         self.doors.admin_unlock(door, seconds, actor.name)
         return {"door": door, "unlocked_until": iso_instant(now + seconds, self.site.index.tz)}
+
+
+def offline_reason(
+    now: float, cloud_time: float | None, synced_at: float | None, stale_hours: float | None
+) -> tuple[str | None, str]:
+    """Why the cache cannot vouch for a grant now (None: it can), and the cause in words.
+
+    A pure function of the clock and the sync marks, so the offline policy is
+    checked (tests/test_door_machine_states.py) without a loop or a store.
+    `stale_hours` is None without a cloud: a cache nobody syncs never goes stale.
+    """
+    if cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
+        detail = (
+            f"the clock reads {iso_instant(now)}, before {iso_instant(cloud_time)}, "
+            "a time the cloud already vouched for"
+        )
+        return "clock_untrusted", detail
+    if stale_hours is not None and synced_at is not None:
+        limit = stale_hours * 3600
+        if now - synced_at > limit:
+            detail = (
+                f"the last successful sync was {(now - synced_at) / 3600:.1f} h ago "
+                f"(limit {stale_hours:g} h)"
+            )
+            return "cache_stale", detail
+    return None, ""
 
 
 def jsonable(details: dict[str, Any]) -> dict[str, Any]:
