@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -190,8 +190,8 @@ def expected(model: Model, holder: str, door: str, t: float) -> Expected:
     uses_pass = False
     if billing_allows(m, t):
         end = _instant(m["contract"]["end"])
-        if m["plan"] == "hot-desk" and (end is None or t < end):
-            entitled = True
+        if m["plan"] == "hot-desk" and (end is None or t < end) and office_open(t):
+            entitled = True  # m-plan: its plan, office hours, inside the contract
         elif m["access"] and door == "front":  # m-grant: front, always
             entitled = True
         elif m["day_pass_balance"] > 0 or holder == "m-pass":
