@@ -19,7 +19,7 @@ _COMMON: dict[str, object] = {
 
 PROFILES = {
     # (max_examples, stateful_step_count) per speed class of machine
-    "ci": {"fast": (100, 40), "slow": (12, 25)},
+    "ci": {"fast": (100, 40), "slow": (30, 25)},
     "long": {"fast": (3000, 100), "slow": (400, 60)},
 }
 
