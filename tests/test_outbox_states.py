@@ -353,3 +353,26 @@ def test_outbox_states(tmp_path: Path) -> None:
     Outbox.imported = _imported(tmp_path / "template", Outbox.doc)
     Outbox.TestCase.settings = state_settings("slow")
     Outbox.TestCase().runTest()
+
+
+def test_a_pass_the_cloud_stored_before_failing_is_counted_once(tmp_path: Path) -> None:
+    """Regression (found by the machine above): the cloud stores a balance pass and
+    lowers the balance, its answer is lost, a pull fetches the lowered balance, the
+    retry is accepted. The gateway used to keep subtracting the use as well, so the
+    member had one pass fewer until their document changed again."""
+    Outbox.root = tmp_path
+    Outbox.doc = outbox_doc()
+    Outbox.imported = _imported(tmp_path / "template", Outbox.doc)
+    box = Outbox()
+    try:
+        box.badge("m-pass")
+        box.cloud_turns("stored_then_failed")
+        box.sync("upload")
+        box.cloud_turns("up")
+        box.sync("pull")  # the balance as the cloud lowered it: 2
+        box.sync("upload")  # accepted (the cloud has it already)
+        ix, state = box.site_gw.site.index, box.site_gw.site.state
+        assert ix.holders["m-pass"].day_pass_balance - state.balance_used.get("m-pass", 0) == 2
+        box.passes_left_match_the_days_billed()
+    finally:
+        box.teardown()
