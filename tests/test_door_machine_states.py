@@ -301,8 +301,8 @@ class DoorSystem(RuleBasedStateMachine):
             note_day_pass(self.st, d.effects.day_pass)
             self.model.pass_days.add((holder, d.effects.day_pass.day))
             self.model.passes_used[holder] = self.model.passes_used.get(holder, 0) + 1
-        if d.granted:
-            self.machines[door].grant(self.mono)
+        if d.granted:  # as AccessService._open passes it on
+            self.machines[door].grant(self.mono, held_open=d.reason == "unlocked")
             if d.reason != "unlocked":
                 self.granted_until[door] = self.mono + TIMING.unlock_s
 
@@ -440,3 +440,22 @@ def test_door_machine_states(door_index: SiteIndex) -> None:
     DoorSystem.base_index = door_index
     DoorSystem.TestCase.settings = state_settings("fast")
     DoorSystem.TestCase().runTest()
+
+
+def test_a_badge_at_a_door_held_open_does_not_outlast_the_schedule() -> None:
+    """Regression (found by the machine above, long form): anyone's badge at a door
+    held open by its schedule started a grant timer of its own, so the strike stayed
+    energised past the schedule's end, or after the clock was set back out of it."""
+    m = DoorMachine("lobby", TIMING, has_contact=True)
+    m.set_schedule(0.0, True)
+    assert m.strike_unlocked
+    m.grant(1.0, held_open=True)  # decided "unlocked": let through by the schedule
+    m.set_schedule(2.0, False)  # the window ends (or the clock goes back) 1 s later
+    assert not m.strike_unlocked
+    # An entitled holder's grant still runs its own timer.
+    m.set_schedule(3.0, True)
+    m.grant(4.0)
+    m.set_schedule(5.0, False)
+    assert m.strike_unlocked
+    m.tick(4.0 + TIMING.unlock_s)
+    assert not m.strike_unlocked

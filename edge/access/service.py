@@ -142,7 +142,7 @@ class AccessService:
         if d.reason == "pin_required":
             return  # the reader waits for the PIN: no grant, no denial yet
         extended = d.holder is not None and d.holder in self.config.access.extended_unlock
-        self.doors.decided(d.door, d.granted, extended, port)
+        self.doors.decided(d.door, d.granted, extended, port, held_open=d.reason == "unlocked")
 
     # --- the hardware's side (HardwareEvents) -------------------------------------------
 
