@@ -48,6 +48,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 T = TypeVar("T")
 START = datetime(DAY.year, DAY.month, DAY.day, 9, 0, tzinfo=BERLIN).timestamp()  # Monday
 GUEST_CARD = "H10301:7:9"
+GUEST_FROM, GUEST_TO = START - 10 * 86400, START + 10 * 86400
 PASSES = 3  # few, so that a pass counted twice shows as a refusal
 CLOUD_MODES = ("up", "down", "dropped", "stored_then_failed")
 
@@ -64,8 +65,8 @@ def outbox_doc() -> dict[str, Any]:
             "id": "g-1",
             "name": "g-1",
             "host": "m-plan",
-            "valid_from": datetime.fromtimestamp(START - 10 * 86400, BERLIN).isoformat(),
-            "valid_to": datetime.fromtimestamp(START + 10 * 86400, BERLIN).isoformat(),
+            "valid_from": datetime.fromtimestamp(GUEST_FROM, BERLIN).isoformat(),
+            "valid_to": datetime.fromtimestamp(GUEST_TO, BERLIN).isoformat(),
             "access": [{"group": "front", "schedule": "always"}],
             "credentials": [
                 {
@@ -180,12 +181,18 @@ class Outbox(RuleBasedStateMachine):
         if holder == "m-pass" and office_open(t):
             passes = {a for a in self.acts if a[:2] == ("usage.day_pass", holder)}
             used_today = ("usage.day_pass", holder, day) in passes
-            assert d.granted == (used_today or len(passes) < PASSES), (d, sorted(passes))
+            allowed = used_today or len(passes) < PASSES
+            assert allowed or not d.granted, ("a pass granted that was used up", d)
+            if not self.unclear_uses:
+                # While a use's upload is unclear the gateway may count it twice for a
+                # while (it cannot know the cloud has it): refusing is then the safe side.
+                assert d.granted == allowed, (d, sorted(passes))
             if d.granted:
                 self.acts.add(("usage.day_pass", holder, day))
         elif holder == "g-1":
-            assert d.granted, d
-            self.acts.add(("usage.guest_entry", holder, day))
+            assert d.granted == (GUEST_FROM <= t < GUEST_TO), d
+            if d.granted:
+                self.acts.add(("usage.guest_entry", holder, day))
         if d.effects.day_pass is not None or d.effects.guest_entry is not None:
             # Whatever the decision billed is durable now that present() returned.
             ids = {row[0] for row in self.outbox()}
@@ -249,6 +256,11 @@ class Outbox(RuleBasedStateMachine):
 
     # --- invariants -------------------------------------------------------------------------
 
+    @property
+    def unclear_uses(self) -> bool:
+        sync = self.site_gw.sync
+        return bool(sync is not None and sync._unconfirmed)
+
     def _usage_rows(self) -> list[Any]:
         return [r for r in self.outbox() if r[1] in ("usage.day_pass", "usage.guest_entry")]
 
@@ -304,6 +316,7 @@ class Outbox(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.gw is not None:
+                self.run(self.site_gw.site.store.write([]))  # records not awaited: committed
                 self.mode = "up"
                 for _ in range(200):
                     pending = [r for r in self.outbox() if r[3] == "pending"]
