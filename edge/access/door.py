@@ -57,7 +57,13 @@ class DoorMachine:
 
     # --- inputs ------------------------------------------------------------------
 
-    def grant(self, at: float, extended: bool = False) -> list[Output]:
+    def grant(self, at: float, extended: bool = False, held_open: bool = False) -> list[Output]:
+        """A granted badge; `held_open`: granted only because the unlock schedule holds
+        the door open. That door is open already, and a timer of its own would keep
+        it unlocked after the schedule ends (or the clock is set back) for someone
+        the schedule alone let through."""
+        if held_open and self.schedule_unlocked:
+            return []
         seconds = self.timing.extended_unlock_s if extended else self.timing.unlock_s
         return self._unlock(at, seconds, "grant")
 

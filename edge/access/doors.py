@@ -135,8 +135,8 @@ class DoorController:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def grant(self, extended: bool) -> None:
-        self.run(self.machine.grant(self.now(), extended))
+    def grant(self, extended: bool, held_open: bool = False) -> None:
+        self.run(self.machine.grant(self.now(), extended, held_open))
 
     def contact(self, value: bool) -> None:
         assert self.hw is not None
@@ -332,9 +332,16 @@ class Doors:
             if out:
                 ctl.run(out)
 
-    def decided(self, door: str, granted: bool, extended: bool, port: ReaderPort | None) -> None:
+    def decided(
+        self,
+        door: str,
+        granted: bool,
+        extended: bool,
+        port: ReaderPort | None,
+        held_open: bool = False,
+    ) -> None:
         if granted:
-            self.controller(door).grant(extended)
+            self.controller(door).grant(extended, held_open)
         if port is not None:
             self.spawn(port.feedback(granted), f"reader[{port.name}].feedback")
 

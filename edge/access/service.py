@@ -186,7 +186,7 @@ class AccessService:
         if d.reason == "pin_required":
             return  # the reader waits for the PIN: no grant, no denial yet
         extended = d.holder is not None and d.holder in self.config.access.extended_unlock
-        self.doors.decided(d.door, d.granted, extended, port)
+        self.doors.decided(d.door, d.granted, extended, port, held_open=d.reason == "unlocked")
 
     # --- the hardware's side (HardwareEvents) -------------------------------------------
 
@@ -468,32 +468,19 @@ class AccessService:
             for d, hw in self.config.doors.items()
             if hw.offline_policy != "cache"
         }
-        reason: str | None = None
-        detail = ""
-        cloud_time, synced_at = site.cloud_time, site.synced_at
+        cloud = self.config.cloud
+        reason, detail = offline_reason(
+            now, site.cloud_time, site.synced_at, cloud.cache_stale_hours if cloud else None
+        )
         if site.set_aside is not None and not site.index.loaded:
             reason = "database_unreadable"
             detail = (
                 f"the database was unreadable at start and was set aside as {site.set_aside}; "
                 "the doors run their offline policy until the cloud's snapshot is imported"
             )
-        elif cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
-            reason = "clock_untrusted"
-            detail = (
-                f"the clock reads {iso_instant(now)}, before {iso_instant(cloud_time)}, "
-                "a time the cloud already vouched for"
-            )
-        elif not site.index.loaded and methods:
+        elif reason != "clock_untrusted" and not site.index.loaded and methods:
             reason = "no_site_data"
             detail = "no site data has been imported yet"
-        elif self.config.cloud is not None and synced_at is not None:
-            limit = self.config.cloud.cache_stale_hours * 3600
-            if now - synced_at > limit:
-                reason = "cache_stale"
-                detail = (
-                    f"the last successful sync was {(now - synced_at) / 3600:.1f} h ago "
-                    f"(limit {self.config.cloud.cache_stale_hours:g} h)"
-                )
         doors = frozenset(methods)
         state = (reason, doors) if reason is not None else None
         st = site.state
@@ -599,6 +586,32 @@ def day_pass_use_op(use: DayPassUse, event_id: str, at: float) -> SqlOp:
         "VALUES (?,?,?,?,?,?,?)",
         (use.holder, use.day.isoformat(), use.source, use.pass_id, use.company, event_id, at),
     )
+
+
+def offline_reason(
+    now: float, cloud_time: float | None, synced_at: float | None, stale_hours: float | None
+) -> tuple[str | None, str]:
+    """Why the cache cannot vouch for a grant now (None: it can), and the cause in words.
+
+    A pure function of the clock and the sync marks, so the offline policy is
+    checked (tests/test_door_machine_states.py) without a loop or a store.
+    `stale_hours` is None without a cloud: a cache nobody syncs never goes stale.
+    """
+    if cloud_time is not None and now < cloud_time - CLOCK_TOLERANCE_S:
+        detail = (
+            f"the clock reads {iso_instant(now)}, before {iso_instant(cloud_time)}, "
+            "a time the cloud already vouched for"
+        )
+        return "clock_untrusted", detail
+    if stale_hours is not None and synced_at is not None:
+        limit = stale_hours * 3600
+        if now - synced_at > limit:
+            detail = (
+                f"the last successful sync was {(now - synced_at) / 3600:.1f} h ago "
+                f"(limit {stale_hours:g} h)"
+            )
+            return "cache_stale", detail
+    return None, ""
 
 
 def jsonable(details: dict[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,12 @@ class Sync:
         self._upload_limit: int | None = None  # narrowed while a refused batch is bisected
         self._upload_wake = asyncio.Event()
         self._upload_task: asyncio.Task[None] | None = None
+        # Day passes used from a balance whose upload may have reached the cloud
+        # unannounced (an error after sending, or pending at start: maybe sent
+        # before a crash). The cloud lowers the balance when it stores the event,
+        # so a document fetched before we learn of the delivery may already count
+        # the use; once delivered, a snapshot settles which (_reconcile_day_passes).
+        self._unconfirmed: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pushes = Pushes(cfg, site, recorder, updates, doors, self.request_pull, self._spawn)
 
@@ -149,8 +155,6 @@ class Sync:
             link.subscribe(self.topic, self.pushes.on_push)
 
     async def start(self) -> None:
-        state_dir = self.state_dir
-        (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
         if self.cfg.url.startswith("http://"):
             # Every start, so that a lab setting left on in production is seen in the log.
             log.warning(
@@ -158,8 +162,7 @@ class Sync:
                 "and all data go to %s in clear (use https:// outside a lab)",
                 self.cfg.url,
             )
-        await self.pushes.load()
-        self._open_client()
+        await self.prepare()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._scheduled_pull,
@@ -173,6 +176,17 @@ class Sync:
         self._scheduler.start()
         self._upload_task = asyncio.create_task(self._upload_loop(), name="sync.upload")
         self.request_pull()
+
+    async def prepare(self) -> None:
+        """What start() does before any pull or upload runs."""
+        state_dir = self.state_dir
+        (state_dir / SNAPSHOT_FILE).unlink(missing_ok=True)  # left by a crash mid-download
+        await self.pushes.load()
+        self._open_client()
+        rows = await self.state.store.fetchall(
+            "SELECT id, body FROM outbox WHERE state = 'pending' AND type = 'usage.day_pass'"
+        )
+        self._unconfirmed = {i for i, body in rows if _from_balance(json.loads(body))}
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -389,6 +403,8 @@ class Sync:
             reply = await asyncio.to_thread(self.client.post_events, events)
         except CloudError as exc:
             self.upload.failed(str(exc))
+            if exc.kind == "retry":  # the cloud may have stored them before failing
+                self._unconfirmed.update(e["id"] for e in events if _from_balance(e))
             if exc.kind == "auth":
                 self._auth_stop(str(exc))
                 return
@@ -425,9 +441,29 @@ class Sync:
                 delay = self._backoff(self.upload.failures, None)
                 self.upload.retry_at = time.time() + delay
                 log.debug("sync: could not mark events delivered (%s); resending later", exc)
+                done = set(accepted)  # at the cloud, still pending here: unclear until resent
+                self._unconfirmed.update(
+                    e["id"] for e in events if e["id"] in done and _from_balance(e)
+                )
                 return
+        settled = self._unconfirmed & (set(accepted) | {i for _, i in rejected})
+        if settled:
+            self._unconfirmed -= settled
+            if settled & set(accepted):
+                # Those uses may be in a balance fetched before this answer, and
+                # still be subtracted here: a snapshot fetched from now on settles it.
+                log.info(
+                    "sync: %d day pass use(s) delivered after an unclear upload; "
+                    "taking a snapshot to count the balances once",
+                    len(settled & set(accepted)),
+                )
+                self.request_pull(snapshot=True)
         unanswered = len(sent) - len(accepted) - len(rejected)
         if unanswered:
+            answered = set(accepted) | {i for _, i in rejected}
+            self._unconfirmed.update(
+                e["id"] for e in events if e["id"] not in answered and _from_balance(e)
+            )
             message = f"events: the cloud answered for {len(sent) - unanswered} of {len(sent)}"
             self.upload.failed(message)
             delay = self._backoff(self.upload.failures, None)
@@ -519,3 +555,12 @@ class Sync:
             if self.clock_offset is None
             else round(self.clock_offset, 1),
         }
+
+
+def _from_balance(event: dict[str, Any]) -> bool:
+    """A day pass used from a member's or a company's balance (the cloud lowers it)."""
+    details = event.get("details") or {}
+    return event.get("type") == "usage.day_pass" and details.get("source") in (
+        "balance",
+        "company",
+    )
