@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kill-every", type=float, default=180, help="seconds between SIGKILLs")
     parser.add_argument(
-        "--osdp-groups", type=int, default=1, help="of the 4 reader groups, how many are OSDP"
+        "--osdp-groups", type=int, default=0, help="of the 4 reader groups, how many are OSDP"
     )
     parser.add_argument("--mqtt-rate", type=float, default=1000, help="MQTT messages per second")
     parser.add_argument("--work", type=Path, help="keep the run's files here (default: a temp dir)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -169,12 +170,22 @@ def site_document(members: int, doors: list[str]) -> tuple[dict[str, Any], list[
     return doc, granted, refused
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class Daemon:
     """`edge-gateway run` as a process; SIGKILL and start again on the same state."""
 
     def __init__(self, state: Path, config: Path, log: Path) -> None:
         self.state, self.config, self.log_path = state, config, log
         self.proc: subprocess.Popen[bytes] | None = None
+        # Looked up here, not in the child: after fork only the call itself runs.
+        self._prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def _die_with_parent(self) -> None:
+        """In the child before exec: SIGKILL when the harness dies (a crash of the
+        harness must not leave a daemon running on its own)."""
+        self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     def start(self, timeout_s: float = 120) -> None:
         with self.log_path.open("ab") as log:
@@ -185,6 +196,7 @@ class Daemon:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
