@@ -597,6 +597,17 @@ class Soak:
         wiegand: list[float] = []
         osdp: list[float] = []
         figures.badges = len(self.badges)
+        # A strike energised after the next badge at the same door reached the daemon
+        # may be that badge's: a badge is matched only to a coil write before it.
+        sent = [b for b in self.badges if not b.failed]
+        sent.sort(key=lambda b: b.sent_ns)
+        next_ns: dict[int, int] = {}
+        last: dict[tuple[int, str], Badge] = {}
+        for b in sent:
+            prev = last.get((b.group, b.door))
+            if prev is not None:
+                next_ns[id(prev)] = b.sent_ns
+            last[(b.group, b.door)] = b
         for b in self.badges:
             if b.failed:
                 figures.badges_failed += 1
@@ -607,9 +618,10 @@ class Soak:
                 figures.badges_near_kill += 1
                 continue
             figures.grants_expected += 1
-            after = [ns for ns in ons.get((b.group, b.door), []) if b.sent_ns <= ns]
-            if not after or after[0] - b.sent_ns > 2_000_000_000:
-                continue  # the daemon was down or starting: no decision to time
+            limit = min(next_ns.get(id(b), 1 << 62), b.sent_ns + 2_000_000_000)
+            after = [ns for ns in ons.get((b.group, b.door), []) if b.sent_ns <= ns < limit]
+            if not after:
+                continue  # no strike for this badge: its frame was cut, or no daemon
             figures.grants_seen += 1
             (wiegand if b.kind == "wiegand" else osdp).append((after[0] - b.sent_ns) / 1e6)
         figures.decide_p99_ms = percentile(wiegand or osdp, 0.99)
