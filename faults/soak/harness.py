@@ -338,7 +338,8 @@ class Soak:
     def _config(self, cloud: CloudSim, broker: Mosquitto, sites: list[SimSite]) -> str:
         text = (
             '[site]\nid = "mitte"\n[log]\nlevel = "warning"\n'
-            f'[cloud]\nurl = "{cloud.url}"\npull_interval_s = 30\n'
+            f'[cloud]\nurl = "{cloud.url}"\nallow_insecure_http_for_lab = true\n'
+            "pull_interval_s = 30\n"
             "backoff_min_s = 0.2\nbackoff_max_s = 2\ntimeout_s = 5\n"
             f'[cloud.keys]\n{cloud.key_id} = "{cloud.public_key_b64}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
