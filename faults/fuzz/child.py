@@ -9,6 +9,7 @@ instrumentation, for the fuzzer to see their coverage.
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 import time
 
@@ -21,12 +22,20 @@ GROWTH_MB = 100
 
 
 def peak_rss_mb() -> int:
-    """This process's peak resident set so far (libFuzzer's -rss_limit_mb checks the peak)."""
+    """The peak resident set libFuzzer's -rss_limit_mb starts from.
+
+    libFuzzer reads getrusage()'s ru_maxrss, which Linux carries over from the
+    parent across fork and exec (a child of a 200 MB pytest worker starts at
+    200 MB), while /proc's VmHWM is this process's own: the limit is set above
+    the larger, so an inherited peak is not taken for growth.
+    """
+    own = 0
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    return 0
+                own = int(line.split()[1]) // 1024
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return max(own, inherited)
 
 
 def main(argv: list[str]) -> None:
