@@ -161,10 +161,14 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
 
+    # What the daemon's command runs under (a sandbox, in tests/test_exposure.py).
+    wrapper: tuple[str, ...] = ()
+
     def start(self, wait: bool = True) -> Daemon:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "edge.ops.cli",

@@ -81,30 +81,7 @@ def test_hardening_keeps_what_the_daemon_needs() -> None:
 class SandboxedDaemon(Daemon):
     """The daemon started through `python -m faults.exposure.sandbox`."""
 
-    def start(self, wait: bool = True) -> SandboxedDaemon:
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "faults.exposure.sandbox",
-                "--",
-                sys.executable,
-                "-m",
-                "edge.ops.cli",
-                "run",
-                "--config",
-                str(self.config),
-                "--state-dir",
-                str(self.state_dir),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
-        if wait:
-            self.wait_ready()
-        return self
+    wrapper = (sys.executable, "-m", "faults.exposure.sandbox", "--")
 
 
 def test_the_sandbox_refuses_what_the_unit_refuses() -> None:
