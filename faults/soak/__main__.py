@@ -2,7 +2,8 @@
 
 Progress goes to stderr; stdout gets a DETAIL line and, last, the RESULT line.
 Exit status 0 when nothing was lost or duplicated and RSS and fds stayed flat
-(within 5 % and 5 fds of the steady state after warm-up), 1 otherwise.
+(within 5 % and 5 fds of the steady state after warm-up, see `Soak._growth`),
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kill-every", type=float, default=180, help="seconds between SIGKILLs")
     parser.add_argument(
+        "--calm-tail",
+        type=float,
+        help="minutes at the end without kills (default: a quarter of the run, at most 30)",
+    )
+    parser.add_argument(
         "--osdp-groups", type=int, default=0, help="of the 4 reader groups, how many are OSDP"
     )
     parser.add_argument("--mqtt-rate", type=float, default=1000, help="MQTT messages per second")
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         outage_events=args.outage_events,
         outage_max_s=seconds * 0.5,
         kill_every_s=args.kill_every,
+        calm_tail_s=60
+        * (min(30.0, args.minutes / 4) if args.calm_tail is None else args.calm_tail),
         warmup_s=min(60.0, seconds * 0.1),
         seed=args.seed,
     )

@@ -70,7 +70,10 @@ class Plan:
     outage_events: int = 72_000  # events queued in the outbox before the cloud comes back
     outage_max_s: float = 600.0  # the cloud comes back after this long whatever was queued
     kill_every_s: float = 180.0
-    warmup_s: float = 60.0
+    # The run's last seconds without kills: one process lives that long under the
+    # same load, so a leak a restart every few minutes would hide shows.
+    calm_tail_s: float = 0.0
+    warmup_s: float = 60.0  # of the run, and of each process's life
     drain_timeout_s: float = 600.0
     members: int = 5_000
     seed: int = 15
@@ -116,6 +119,8 @@ class Figures:
     frames_split: int = 0  # Wiegand frames the daemon refused as cut (an overloaded simulator)
     rss_mb: tuple[float, float] = (0.0, 0.0)
     fds: tuple[int, int] = (0, 0)
+    rss_lives_pct: float = 0.0  # the first life after warm-up against the last, at equal age
+    rss_calm_pct: float = 0.0  # the calm tail's process, from its warm-up to its end
     worst_life_rss_pct: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -138,7 +143,8 @@ class Figures:
             f"resent={self.resent} rejected={self.rejected} extra_at_cloud={self.extra_at_cloud} "
             f"grants_unrecorded={self.grants_unrecorded} frames_split={self.frames_split} "
             f"rss_mb={self.rss_mb[0]:.1f}->{self.rss_mb[1]:.1f} "
-            f"fds={self.fds[0]}->{self.fds[1]} worst_life_rss_pct={self.worst_life_rss_pct:.1f}"
+            f"fds={self.fds[0]}->{self.fds[1]} rss_lives_pct={self.rss_lives_pct:.1f} "
+            f"rss_calm_pct={self.rss_calm_pct:.1f} worst_life_rss_pct={self.worst_life_rss_pct:.1f}"
         )
 
 
@@ -313,6 +319,8 @@ class Soak:
         self.down: list[tuple[int, int]] = []
         self._lock = threading.Lock()
         self._pending: list[Future[None]] = []
+        self._t0 = 0.0
+        self.drained_at: float | None = None  # seconds into the run the backlog was up
 
     # --- setup ------------------------------------------------------------------------
 
@@ -489,7 +497,7 @@ class Soak:
         figures: Figures,
     ) -> None:
         plan = self.plan
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         busy_until: dict[tuple[int, str], float] = {}
         doors = [(g, d) for g, t in enumerate(threads) for d in t.site.doors]
         next_kill = plan.kill_every_s
@@ -546,7 +554,8 @@ class Soak:
                         name="soak.drain",
                         daemon=True,
                     ).start()
-            if now >= next_kill and now < plan.seconds - min(15.0, plan.seconds / 5):
+            last_kill_s = plan.seconds - max(min(15.0, plan.seconds / 5), plan.calm_tail_s)
+            if now >= next_kill and now < last_kill_s:
                 killed_ns = time.monotonic_ns()
                 daemon.kill()
                 self.kills += 1
@@ -567,6 +576,7 @@ class Soak:
             with contextlib.suppress(sqlite3.Error):
                 if self._pending_count(state) < 100:
                     figures.drain_s = time.monotonic() - since
+                    self.drained_at = time.monotonic() - self._t0
                     return
             time.sleep(1)
 
@@ -643,33 +653,67 @@ class Soak:
                 figures.grants_unrecorded += max(0, ons[coil] - granted[door])
 
     def _growth(self, figures: Figures) -> None:
-        """The first process's steady state after warm-up against the run's last 30 s."""
+        """RSS and open fds flat after warm-up, measured two ways.
+
+        Warm-up ends `warmup_s` into the run or when the outage's backlog has
+        drained, whichever is later: until the database has reached its working
+        size, SQLite's page caches (2 MB a connection) are still filling. Each
+        process's own life also starts with a warm-up (imports done, the site
+        index and caches built).
+
+        - Across lives: the first process started after warm-up against the last,
+          each at the same age (the 30 s after its own warm-up).
+        - The last process (the one that runs through the calm tail), from its
+          warm-up to its last 30 s (a leak the kills would otherwise hide).
+
+        The figure is the larger change of the two; within each life the worst
+        change from its warm-up to its end is reported beside it.
+        """
         warm = self.plan.warmup_s
-        if not self.samples:
-            return
-        first_pid = self.samples[0][1]
-        base = [s for s in self.samples if s[1] == first_pid and warm <= s[0] < warm + 30]
-        end_t = self.samples[-1][0]
-        last = [s for s in self.samples if s[0] >= end_t - 30 and s[1] == self.samples[-1][1]]
-        if not base or not last:
+        lives: dict[int, list[tuple[float, int, float, int]]] = {}
+        for sample in self.samples:
+            lives.setdefault(sample[1], []).append(sample)
+        settled = max(warm, self.drained_at or 0.0)
+        span = min(30.0, warm)  # the windows compared (30 s; shorter in a short run)
+
+        def window(
+            life: list[tuple[float, int, float, int]], start: float
+        ) -> tuple[float, int] | None:
+            got = [s for s in life if start <= s[0] < start + span]
+            if not got:
+                return None
+            return statistics.median(s[2] for s in got), int(statistics.median(s[3] for s in got))
+
+        def tail(life: list[tuple[float, int, float, int]]) -> tuple[float, int]:
+            got = [s for s in life if s[0] >= life[-1][0] - span]
+            return statistics.median(s[2] for s in got), int(statistics.median(s[3] for s in got))
+
+        at_age = [
+            (w, life)
+            for life in lives.values()
+            if life[0][0] >= settled - warm and (w := window(life, life[0][0] + warm)) is not None
+        ]
+        changes: list[tuple[float, tuple[float, float], tuple[int, int]]] = []
+        if len(at_age) >= 2:
+            (r0, f0), (r1, f1) = at_age[0][0], at_age[-1][0]
+            figures.rss_lives_pct = (r1 - r0) / r0 * 100
+            changes.append((figures.rss_lives_pct, (r0, r1), (f0, f1)))
+        last = list(lives.values())[-1] if lives else []
+        calm_from = max(settled, last[0][0] + warm) if last else 0.0
+        if last and last[-1][0] - calm_from >= 2 * span:
+            (r0, f0), (r1, f1) = window(last, calm_from) or tail(last), tail(last)
+            figures.rss_calm_pct = (r1 - r0) / r0 * 100
+            changes.append((figures.rss_calm_pct, (r0, r1), (f0, f1)))
+        if not changes:
             figures.notes.append("too few samples after warm-up for RSS and fds")
             return
-        rss0 = statistics.median(s[2] for s in base)
-        rss1 = statistics.median(s[2] for s in last)
-        fd0 = int(statistics.median(s[3] for s in base))
-        fd1 = int(statistics.median(s[3] for s in last))
-        figures.rss_mb = (rss0, rss1)
-        figures.fds = (fd0, fd1)
-        figures.rss_growth_pct = (rss1 - rss0) / rss0 * 100
-        figures.fd_growth = fd1 - fd0
-        # Within each process's life too (a leak a restart would hide).
+        pct, figures.rss_mb, figures.fds = max(changes, key=lambda c: abs(c[0]))
+        figures.rss_growth_pct = pct
+        figures.fd_growth = max((c[2][1] - c[2][0] for c in changes), key=abs)
         worst = 0.0
-        for pid in dict.fromkeys(s[1] for s in self.samples):
-            life = [s for s in self.samples if s[1] == pid]
+        for life in lives.values():
             start = life[0][0] + warm
-            a = [s[2] for s in life if start <= s[0] < start + 30]
-            b = [s[2] for s in life if s[0] >= life[-1][0] - 30]
-            if a and b and life[-1][0] - start > 60:
-                growth = (statistics.median(b) - statistics.median(a)) / statistics.median(a)
-                worst = max(worst, growth * 100, key=abs)
+            a = window(life, start)
+            if a is not None and life[-1][0] - start > 2 * span:
+                worst = max(worst, (tail(life)[0] - a[0]) / a[0] * 100, key=abs)
         figures.worst_life_rss_pct = worst
