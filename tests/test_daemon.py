@@ -413,3 +413,26 @@ def test_edgectl_finds_the_socket_through_the_config(daemon: Any) -> None:
     )
     assert r.returncode == 2
     assert "site.id" in r.stderr
+
+
+def test_a_second_gateway_on_the_same_state_directory_refuses_to_start(daemon: Any) -> None:
+    assert daemon.proc is not None
+    second = subprocess.run(
+        [
+            *(sys.executable, "-m", "edge.ops.cli", "run"),
+            *("--config", str(daemon.config), "--state-dir", str(daemon.state_dir)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=daemon.env,
+    )
+    assert second.returncode == 1, second.stderr
+    assert f"another gateway (pid {daemon.proc.pid}) is running" in second.stderr
+    # The first one did not notice: it still answers, its socket still in place.
+    assert daemon.ctl_json("status")["ready"] is True
+    # A SIGKILL leaves the lock file behind but not the lock: the restart starts.
+    daemon.stop(sig=signal.SIGKILL)
+    assert (daemon.state_dir / "gateway.lock").exists()
+    daemon.start()
+    assert daemon.ctl_json("status")["ready"] is True

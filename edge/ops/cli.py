@@ -43,15 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok (site {config.site.id}, gateway {config.gateway.id})")
         return 0
 
-    from edge.ops.daemon import run
+    from edge.ops.daemon import StateDirBusy, lock_state_dir, run
 
     _setup_logging(config)
     state_dir = config.state_dir(args.state_dir)
+    try:
+        lock = lock_state_dir(state_dir)
+    except (OSError, StateDirBusy) as exc:
+        logging.getLogger("edge.daemon").error("daemon: cannot start: %s", exc)
+        return 1
     try:
         return asyncio.run(run(config, state_dir))
     except OSError as exc:
         logging.getLogger("edge.daemon").error("daemon: cannot start: %s", exc)
         return 1
+    finally:
+        lock.close()
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ Start order: store (migrations) -> site index (worker thread) -> admin socket
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from edge.config import Config
 from edge.gateway import Gateway
@@ -24,6 +27,39 @@ from edge.web.reports import WeeklyReport
 from edge.web.server import WebServer
 
 log = logging.getLogger("edge.daemon")
+
+LOCK_FILE = "gateway.lock"
+
+
+class StateDirBusy(Exception):
+    """Another gateway runs on the state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold `<state_dir>/gateway.lock` for as long as the returned file is open.
+
+    Two daemons on one state directory would both drive the doors and both
+    upload the outbox; the second one refuses to start instead. The lock is an
+    flock, released by the kernel when the holder dies (a SIGKILL included), so
+    a stale file never blocks a restart; the file holds the holder's pid for
+    the message.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILE
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise StateDirBusy(
+            f"another gateway (pid {holder}) is running on the state directory {state_dir}"
+        ) from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 async def _watchdog(interval: float) -> None:
