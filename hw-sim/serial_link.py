@@ -15,7 +15,8 @@ duplex (RS-232 or four-wire RS-485); collisions of a two-wire bus are not
 simulated, since both protocols are master/slave and never talk at once.
 
 `cut()` simulates an unplugged cable: bytes in flight and bytes written
-meanwhile are lost, as on a real line, until `restore()`.
+meanwhile are lost, as on a real line, until `restore()`. `inject()` puts
+bytes on the wire that neither end wrote.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ class SerialLink:
         """Plug the cable back in."""
         self._connected = True
 
+    def inject(self, direction: Direction, data: bytes) -> None:
+        """Bytes on the wire that neither end wrote (line noise, a stray device),
+        after what is in flight in that direction. Call it on the link's loop."""
+        if self._lanes is None:
+            raise RuntimeError("the link is not started")
+        self._enqueue(self._lanes[0] if direction == "a->b" else self._lanes[1], data)
+
     async def start(self) -> None:
         if self._ends is not None:
             raise RuntimeError("the link is already started")
@@ -156,8 +164,10 @@ class SerialLink:
             # EIO: no slave open. Cannot happen while the link holds the
             # slave, but a closed pty must not spin the loop.
             return
-        if not data:
-            return
+        if data:
+            self._enqueue(lane, data)
+
+    def _enqueue(self, lane: _Lane, data: bytes) -> None:
         if not self._connected:
             self.dropped += len(data)
             return

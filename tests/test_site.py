@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from drivers.osdp import Reply, encode_packet
 from hwsim.site import SimDoor, SimSite, SiteThread
 from hwsim.sitegen import example_site, reference_monday
 
@@ -264,6 +265,28 @@ def test_install_mode_enrols_a_new_reader_with_a_key_of_its_own(rig: Rig) -> Non
         "back on the new key",
         lambda: rig.reader("lobby-in")["state"] == "online (secure channel)" and sim.sc_active,
     )
+
+
+def test_osdp_frames_refused_on_the_bus_show_in_status(rig: Rig) -> None:
+    """Line noise on the RS-485 cable: counted per cause, shown, and the bus carries on."""
+
+    def bus() -> dict[str, Any]:
+        buses = rig.daemon.ctl_json("status")["buses"]
+        return next(b for b in buses if b["name"] == "sim-osdp")
+
+    assert bus()["refused"] == {}  # a healthy bus refuses nothing
+    ack = encode_packet(1, Reply.ACK, sqn=1, reply=True)
+    noise = ack[:-1] + bytes([ack[-1] ^ 0xFF])  # the CRC's last byte wrong
+    for _ in range(3):
+        rig.thread.do(rig.site.osdp_link.inject, "b->a", noise)
+        time.sleep(0.2)
+    wait_for("the refusals counted", lambda: sum(bus()["refused"].values()) >= 3)
+    assert set(bus()["refused"]) <= {"bad_check", "late", "malformed", "foreign"}, bus()
+    assert "frames refused: " in rig.daemon.ctl("status").stdout
+    # The readers are still served: a badge after the noise opens the door.
+    rig.thread.call(rig.site.badge("front-in", RESIDENT))
+    rig.thread.call(rig.site.wait_unlocked("front"))
+    assert bus()["state"] == "online"
 
 
 def test_strike_on_a_modbus_rtu_board_over_rs485(tmp_path: Path, daemon_factory: Any) -> None:

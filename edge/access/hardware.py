@@ -452,6 +452,8 @@ class Hardware:
                     "kind": "osdp",
                     "state": "offline" if ob.fault else "online",
                     "fault": ob.fault,
+                    # Frames refused since start, by cause (drivers.osdp.PROTOCOL_ERRORS).
+                    "refused": {k: n for k, n in sorted(ob.counters.items()) if n},
                 }
             )
         return out

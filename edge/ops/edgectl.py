@@ -214,6 +214,9 @@ def _human_status(s: dict[str, Any]) -> None:
             for b in s["buses"]:
                 line = f"  {b['name']:<16} {b['kind']:<11} {b['state']}"
                 print(line + (f": {b['fault']}" if b["fault"] else ""))
+                if b.get("refused"):
+                    counts = ", ".join(f"{k} {n}" for k, n in b["refused"].items())
+                    print(f"  {'':<16} frames refused: {counts}")
 
 
 def _human_decision(d: dict[str, Any]) -> None:
