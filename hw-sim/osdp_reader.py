@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import select
 import termios
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import osdp
+
+log = logging.getLogger("hwsim.osdp_reader")
 
 KEYPAD_CODES = {"*": 0x7F, "#": 0x0D}  # digits are sent as ASCII
 
@@ -237,9 +240,11 @@ class SimReader:
                 (osdp.Capability.CardDataFormat, 1, 1),
             ]
         )
-        pd = osdp.PeripheralDevice(
-            info, caps, log_level=osdp.LogLevel.Warning, command_handler=self._command
-        )
+        pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning)
+        # Straight to the binding: PeripheralDevice's own handler also puts every
+        # command on a queue that only its get_command() drains, which nothing here
+        # calls (one dict kept per command, for as long as the reader runs).
+        pd.ctx.set_command_callback(self._on_command)
         with wire.lock:
             wire.channels.append(channel)
             channel.active = True
@@ -272,8 +277,35 @@ class SimReader:
         if not self._pd.submit_event(event):
             raise RuntimeError(f"{self.name}: libosdp refused the event (queue full?)")
 
-    def _command(self, cmd: dict[str, Any]) -> tuple[int, None]:
-        """libosdp's command callback, on the refresh thread: record and accept."""
+    def _on_command(self, cmd: dict[str, Any]) -> tuple[int, None]:
+        """libosdp's command callback, on the refresh thread: record and accept.
+
+        The answer is a new tuple each time, never a constant such as `return 0,
+        None`. The binding's pd_command_cb() (python/osdp_sys/pd.c, libosdp 3.2.0
+        and master as of 2026-06) parses the answer with
+        `PyArg_ParseTuple(result, "IO", &ret_val, &result)`, which overwrites its
+        reference to the tuple with a borrowed one to the tuple's second item, and
+        then `Py_XDECREF(result)`s that item. So each command takes one reference
+        from the second item and none from the tuple. From a constant tuple the
+        item lost is None's, for good: on Python 3.11 (None is immortal only from
+        3.12) None's count reaches zero after some 35,000 commands and the process
+        dies with "Fatal Python error: none_dealloc". From a new tuple the stray
+        decref takes back the reference the tuple gave its item, and the tuple,
+        which the binding never releases, stays alive holding it: 56 bytes leaked
+        per command, and nothing freed early. With a binding that releases the
+        tuple, the tuple is simply freed. Not reported upstream yet; the lines:
+        https://github.com/osdp-dev/libosdp/blob/45d03d81c75f/python/osdp_sys/pd.c#L137-L147
+        """
+        try:
+            self._record(cmd)
+        except Exception:  # raised into libosdp, the binding would parse a NULL result
+            log.exception("%s: command %r", self.name, cmd)
+            status = -1
+        else:
+            status = 0
+        return (status, None)  # built at run time: a new tuple (see above)
+
+    def _record(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("command")
         with self._lock:
             s = self.state
@@ -297,7 +329,6 @@ class SimReader:
                 s.output_timers[cmd["output_no"]] = cmd["timer_count"]
             elif kind == osdp.Command.Keyset:
                 s.keys.append(bytes(cmd["data"]))
-        return 0, None
 
 
 class SimOsdpBus:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
+import sys
 import termios
 import tty
 from collections.abc import AsyncIterator, Callable
@@ -453,6 +455,39 @@ def test_two_readers_on_one_bus() -> None:
             await readers[1].feedback(granted=False)
             assert sims[1].state.beeps == [3]
             assert sims[0].state.beeps == []
+
+    run_async(main())
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12")
+def test_reader_commands_take_no_reference_from_none() -> None:
+    """libosdp's binding drops a reference it does not own for every command a
+    peripheral handles (see `SimReader._on_command`). When the simulator answered
+    with a constant `(0, None)`, that reference was None's: this count fell by one
+    per command, and a soak with 16 simulated readers on a bus died with "Fatal
+    Python error: none_dealloc" after some 35,000 commands."""
+    sim = SimReader(1, KEY1, secure=False)
+    feedbacks = 200  # a LED and a buzzer command each
+
+    async def main() -> None:
+        async with rig([sim], [(reader_cfg(secure=False), None)]) as (_, _, [reader]):
+            await until(lambda: reader.state == "online", "online")
+            await reader.feedback(granted=True)  # every path warm before counting
+            gc.collect()
+            first = len(sim.state.commands)
+            before = sys.getrefcount(None)
+            for _ in range(feedbacks):
+                try:
+                    await reader.feedback(granted=True)
+                except OsdpCommandError:  # a reply late on a loaded machine: not the point
+                    await until(lambda: reader.state == "online", "online again")
+            gc.collect()
+            lost = before - sys.getrefcount(None)
+            handled = len(sim.state.commands) - first
+            assert handled >= feedbacks
+            # Other threads hold and drop references to None too: allow some noise,
+            # far below the one reference per command the bug takes.
+            assert lost < handled // 4, f"None lost {lost} references in {handled} commands"
 
     run_async(main())
 
