@@ -435,7 +435,7 @@ class Hardware:
     # --- views ---------------------------------------------------------------------------
 
     def buses_view(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for name, mb in self.modbus.items():
             out.append(
                 {
