@@ -422,7 +422,13 @@ def test_the_installed_app_opens_offline(panel_site: PanelSite, tablet: Page) ->
     ps = panel_site.start(tls=False)
     ps.pair(tablet)
     status(tablet, "Free", "free")
-    tablet.wait_for_function("navigator.serviceWorker.controller !== null")
+    # Polled from here: Playwright's wait_for_function builds its predicate with
+    # eval inside the page, which the page's CSP (script-src 'self') refuses.
+    wait_for(
+        "the service worker to control the page",
+        lambda: tablet.evaluate("navigator.serviceWorker.controller !== null"),
+        timeout=PUSH_S,
+    )
     ps.daemon.stop()
     tablet.reload()  # the page and its files come from the worker's cache
     expect(tablet.locator("#room-name")).to_have_text("Ada room")
