@@ -494,6 +494,11 @@ def _stage_partial_generation(db: Path, source_gen: int, target_gen: int) -> dic
     try:
         counts = {}
         with conn:
+            # A push's kept rows (edge/site/pushed.py) belong to a generation too.
+            conn.execute(
+                "INSERT INTO push_undo (gen, kind, id, rows) VALUES (?, 'holder', 'm-ghost', '{}')",
+                (target_gen,),
+            )
             for table in GENERATION_TABLES:
                 cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
                 assert cols[0] == "gen"

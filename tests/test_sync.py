@@ -181,6 +181,59 @@ def test_a_suspension_by_push_denies_at_once(
     assert d.ctl_json("sync", "status")["push"]["accepted"] >= 1
 
 
+def push_undo_rows(d: Daemon) -> int:
+    db = sqlite3.connect(d.state_dir / "gateway.db")
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM push_undo").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_late_push_does_not_undo_what_a_pull_brought_since(
+    daemon_factory: Any, cloud: CloudSim, mosquitto: Any
+) -> None:
+    """A push that arrives after the pull already applied a newer change to the same
+    member is applied at once, then put back by the pull that follows, which reads
+    nothing newer than the cursor; also when the gateway was killed in between."""
+    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
+    d = start(daemon_factory, config(cloud, mosquitto))
+    synced(d, cloud)
+    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    before = cloud.member("m-1002")
+    cloud.push_enabled = False
+    cloud.suspend_member("m-1002")
+    assert d.ctl("sync", "now").returncode == 0
+    assert decide(d, RESIDENT_CARD) == (False, "billing_suspended")
+    late = {"type": "changes", "changes": [{"op": "upsert", "kind": "member", "data": before}]}
+
+    cloud.push(late)
+    wait_for("the late push put back", lambda: "object(s) put back" in d.output())
+    assert decide(d, RESIDENT_CARD) == (False, "billing_suspended")
+    assert push_undo_rows(d) == 0
+
+    # Again, with the cloud refusing pulls and the gateway killed before one works:
+    # the push counts until then, and what it replaced is kept across the restart.
+    cloud.faults.fail_next(10_000, status=503, path="changes")
+    cloud.push(late)
+    wait_for("the late push applied", lambda: decide(d, RESIDENT_CARD) == (True, "plan"))
+    assert push_undo_rows(d) == 1
+    d.stop(sig=signal.SIGKILL)
+    cloud.faults.clear()
+    d.start()
+    synced(d, cloud)
+    wait_for("put back", lambda: decide(d, RESIDENT_CARD) == (False, "billing_suspended"))
+    assert push_undo_rows(d) == 0
+
+    # A push newer than the cursor stays: the pull it starts brings the same change.
+    cloud.push_enabled = True
+    cloud.set_billing("m-1002", "ok")
+    status = synced(d, cloud)
+    wait_for("the push applied", lambda: decide(d, RESIDENT_CARD) == (True, "plan"))
+    assert status["cursor"] == cloud.cursor
+    assert push_undo_rows(d) == 0
+    assert d.output().count("object(s) put back") == 2
+
+
 def test_forged_and_replayed_pushes_are_refused(
     daemon_factory: Any, cloud: CloudSim, mosquitto: Any, tmp_path: Path
 ) -> None:

@@ -139,6 +139,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX day_pass_uses_day ON day_pass_uses (day);
     CREATE INDEX guest_entries_day ON guest_entries (day);
     """,
+    # Sync (edge/site/pushed.py): the rows a pushed change replaced, until a pull
+    # shows whether the push was newer than the cursor or older.
+    """
+    CREATE TABLE push_undo (
+        gen INTEGER NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, rows TEXT NOT NULL,
+        PRIMARY KEY (gen, kind, id)) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -151,6 +158,7 @@ GENERATION_KEYS = {
     "credentials": "holder, id",
     "grants": "holder, seq",
     "day_passes": "holder, id",
+    "push_undo": "kind, id",
 }
 GENERATION_TABLES = tuple(GENERATION_KEYS)
 

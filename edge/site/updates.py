@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from edge import faultpoints
+from edge.site import pushed
 from edge.site.changes import Refused, batch_ops, check_batch, patch_index, refused_ops
 from edge.site.importer import ImportRefused, commit_ops, stage_snapshot
 from edge.site.index import load_index
 from edge.site.recorder import Recorder
-from edge.site.sqlite import Many
+from edge.site.sqlite import Many, SqlOp
 from edge.site.state import GatewayError, SiteChange, SiteState, meta_op
 from edge.site.syncdoc import DocError
 
@@ -45,6 +46,10 @@ class SiteUpdates:
         # Identities of changes a push refused, until the pull refuses them again
         # (insertion-ordered: the oldest is forgotten first).
         self._pushed_refusals: dict[str, None] = {}
+        # Pushes applied in this life, counted; the objects whose kept rows
+        # (edge/site/pushed.py) wait for a pull that started after the count shown.
+        self._pushes = 0
+        self._pushed_at: dict[pushed.Key, int] = {}
 
     def on_fetched(self, hook: FetchedHook) -> None:
         self._fetched.append(hook)
@@ -140,9 +145,21 @@ class SiteUpdates:
             holders = sorted(batch.holders())
             old = await self._credentials_of(holders) if not batch.reload else {}
             ops = batch_ops(batch, ix.generation) + refused_ops(fresh, now, source)
+            keys = pushed.touched(batch)
+            if source == "push":
+                kept = {k: await pushed.rows_of(site.store, ix.generation, k) for k in keys}
+                ops += pushed.kept_ops(ix.generation, kept)
+            else:
+                ops += pushed.superseded_ops(ix.generation, keys)
             if cursor is not None:
                 ops.append(meta_op("cursor", cursor))
             await site.store.write(ops)
+            if source == "push":
+                self._pushes += 1
+                self._pushed_at.update(dict.fromkeys(keys, self._pushes))
+            else:
+                for k in keys:
+                    self._pushed_at.pop(k, None)
             if batch.reload:
                 await site.swap_index(
                     await asyncio.to_thread(load_index, site.db_path, ix.generation)
@@ -175,6 +192,45 @@ class SiteUpdates:
                 "reloaded": batch.reload,
                 "seconds": round(seconds, 4),
             }
+
+    def pushes_applied(self) -> int:
+        """A mark for `settle_pushes`: take it before a pull's first request."""
+        return self._pushes
+
+    async def settle_pushes(self, mark: int) -> int:
+        """A pull that started at `mark` read the changes to the end: each object a
+        push changed before the mark and no page carried since gets its rows back
+        (the push was older than the cursor). Returns how many objects did."""
+        site = self.site
+        async with self._lock:
+            gen = site.index.generation
+            rows = await site.store.fetchall(
+                "SELECT kind, id, rows FROM push_undo WHERE gen = ?", (gen,)
+            )
+            ops: list[SqlOp] = []
+            restored: list[pushed.Key] = []
+            for kind, oid, kept in rows:
+                key = (kind, oid)
+                if self._pushed_at.get(key, 0) > mark:
+                    continue  # pushed after the pull started: the next pull decides
+                self._pushed_at.pop(key, None)
+                if await pushed.rows_of(site.store, gen, key) == kept:
+                    ops += pushed.superseded_ops(gen, [key])  # the push changed nothing
+                else:
+                    ops += await pushed.restore_ops(site.store, gen, key, kept)
+                    restored.append(key)
+            if not ops:
+                return 0
+            await site.store.write(ops)
+            if restored:
+                await site.swap_index(await asyncio.to_thread(load_index, site.db_path, gen))
+                log.warning(
+                    "sync: %d object(s) put back as the pull has them; a push had brought "
+                    "older versions: %s",
+                    len(restored),
+                    ", ".join(f"{kind} {oid}" for kind, oid in restored[:10]),
+                )
+            return len(restored)
 
     def _report_refusals(self, refused: list[Refused], source: str) -> list[Refused]:
         """Log, alarm and return the refusals to record, leaving out what a push already

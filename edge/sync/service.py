@@ -289,6 +289,9 @@ class Sync:
 
     async def _pull_changes(self, snapshot: bool, fetched_at: float) -> None:
         assert self.client is not None
+        # Pushes applied before this pull asked anything: settled once it has read
+        # to the end (edge/site/pushed.py).
+        pushes = self.updates.pushes_applied()
         if snapshot or not self.state.index.loaded or not self.state.index.cursor:
             await self._snapshot(fetched_at)
         gone = 0
@@ -312,6 +315,7 @@ class Sync:
                     body["changes"], body["cursor"], "pull", fetched_at=fetched_at
                 )
             if not body.get("more"):
+                await self.updates.settle_pushes(pushes)
                 return
 
     async def _snapshot(self, fetched_at: float) -> None:

@@ -12,7 +12,9 @@ group is killed, as systemd kills a unit's cgroup.
 After each kill, with the daemon dead, `Checker.inspect` reads the database:
 `PRAGMA integrity_check` is ok; the stored cursor matches the stored data
 (every member the campaign changed holds a value the cloud had at or after
-that cursor: pushes may run ahead of the cursor, nothing may lag behind it);
+that cursor: pushes may run ahead of the cursor, nothing may lag behind it;
+where a push replaced a member's rows, the rows it kept for the next pull to
+put back, edge/site/pushed.py, are what must match);
 every event the gateway acknowledged is still there. After each restart the
 strikes are read off the Modbus board: none energised unless the door's
 configured schedule says so. At the end the daemon runs until its outbox is
@@ -198,10 +200,7 @@ class Checker:
             if cursor is not None and gen:
                 seq = int(str(cursor).removeprefix("c-"))
                 for member in self.initial_billing:
-                    row = db.execute(
-                        "SELECT billing FROM holders WHERE gen = ? AND id = ?", (gen, member)
-                    ).fetchone()
-                    stored = row[0] if row else None
+                    stored = _billing(db, gen, member)
                     allowed = self.allowed_billing(member, seq)
                     if stored not in allowed:
                         self.fail(
@@ -663,6 +662,22 @@ class Campaign:
             events_acked=len(self.checker.acked),
             redelivered=sum(n - 1 for n in self.cloud.received.values() if n > 1),
         )
+
+
+def _billing(db: sqlite3.Connection, gen: int, member: str) -> str | None:
+    """The member's billing as the cursor has it: the rows a push replaced, when one
+    did (a pull puts them back unless it brings the member), else the stored one."""
+    kept = db.execute(
+        "SELECT rows FROM push_undo WHERE gen = ? AND kind = 'holder' AND id = ?", (gen, member)
+    ).fetchone()
+    if kept is None:
+        row = db.execute(
+            "SELECT billing FROM holders WHERE gen = ? AND id = ?", (gen, member)
+        ).fetchone()
+        return row[0] if row else None
+    columns = [c[1] for c in db.execute("PRAGMA table_info(holders)")]
+    rows = json.loads(kept[0])["holders"]
+    return str(rows[0][columns.index("billing")]) if rows else None
 
 
 def _card_spec(credential: dict[str, Any]) -> str:
