@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.events_acked} events acknowledged, {result.redelivered} redelivered",
         file=sys.stderr,
     )
+    if result.drained is not None:
+        seconds, ready_at, cloud_cursor = result.drained
+        print(
+            f"kill9: the last life drained in {seconds:.1f} s from (backlog, cursor) "
+            f"{ready_at} to the cloud's cursor {cloud_cursor}",
+            file=sys.stderr,
+        )
     print(result.line(), flush=True)
     return 1 if result.violations else 0
 
