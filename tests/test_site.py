@@ -283,7 +283,7 @@ def test_osdp_frames_refused_on_the_bus_show_in_status(rig: Rig) -> None:
         # counted (one full run timed out at three frames): inject until three are.
         rig.thread.do(rig.site.osdp_link.inject, "b->a", noise)
         time.sleep(0.2)
-        return sum(bus()["refused"].values()) >= 3
+        return bool(sum(bus()["refused"].values()) >= 3)
 
     wait_for("the refusals counted", refused_after_more_noise)
     assert set(bus()["refused"]) <= {"bad_check", "late", "malformed", "foreign"}, bus()
