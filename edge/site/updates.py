@@ -85,6 +85,7 @@ class SiteUpdates:
                 site.note_cloud_time(staged.generated_at.timestamp())
             await site.swap_index(index)
             del index
+            self._pushed_at.clear()  # what pushes kept belongs to the old generation
             if fetched_at is not None:
                 await self._reconcile_day_passes(fetched_at)
                 for hook in self._fetched:
