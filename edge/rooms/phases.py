@@ -121,8 +121,12 @@ def overtime_minutes(s: Slot, rc: RoomTimes, cap: float | None) -> int:
 
 def _cap(slots: list[Slot], i: int) -> float | None:
     """The start of the next active booking after slot i (overtime stops there)."""
-    for later in slots[i + 1 :]:
-        if later.active and later.booking.start >= slots[i].booking.start:
+    start = slots[i].booking.start
+    # By index, not over a slice: a copy of the rest per slot made each evaluation
+    # quadratic in the room's bookings.
+    for j in range(i + 1, len(slots)):
+        later = slots[j]
+        if later.active and later.booking.start >= start:
             return later.booking.opens
     return None
 
