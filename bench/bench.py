@@ -25,7 +25,7 @@ from common import DecisionSampler, PeakRss, percentile, result, start_daemon, s
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
 from panels import bench_panels
 from platform_bridge import PLATFORMS, bench_change, bench_full_sync, bench_idle, bench_usage
-from rooms import bench_rooms
+from rooms import bench_room_evaluate, bench_rooms
 from sync import bench_backlog, bench_revocation, bench_snapshot_and_changes
 
 from edge.access.cards import card_key, raw_key
@@ -235,6 +235,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "snapshot": bench_snapshot_and_changes,
     "backlog": bench_backlog,
     "rooms": bench_rooms,
+    "room-evaluate": bench_room_evaluate,
     "panels": bench_panels,
     "bridge-full-sync": lambda: (
         [bench_full_sync(p) for p in PLATFORMS] and bench_full_sync("nexudus", pins=False)

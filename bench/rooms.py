@@ -408,3 +408,46 @@ def bench_rooms() -> None:
         idle_wakeups_per_s=f"{(switches1 - switches0) / idle_s:.1f}",
         broker_nodelay=int(NODELAY),
     )
+
+
+def bench_room_evaluate() -> None:
+    """One room's phase (`edge.rooms.phases.evaluate`) with N bookings of 30 minutes
+    back to back, `now` after them all so that every one is looked at: what the
+    room controller's clock pays per room per wake-up. Median of 21 calls."""
+    from edge.config import RoomConfig
+    from edge.rooms.phases import Slot, evaluate
+    from edge.site.model import Booking
+
+    rc = RoomConfig(preconditioning_min=15, ending_warning_min=5, grace_min=5)
+    t0 = 1_800_000_000.0
+    for n in (100, 1000, 3000):
+        slots = [
+            Slot(
+                Booking(
+                    id=f"b-{i}",
+                    room="ada",
+                    door="room-ada",
+                    member="m-1",
+                    holders=frozenset({"m-1"}),
+                    start=t0 + 1800 * i,
+                    end=t0 + 1800 * (i + 1),
+                    opens=t0 + 1800 * i - 600,
+                    release_at=t0 + 1800 * i + 900,
+                    status="confirmed",
+                    invoiced=False,
+                ),
+                False,
+                False,
+                False,
+                None,
+                False,
+            )
+            for i in range(n)
+        ]
+        now = t0 + 1800 * (n + 1)
+        times = []
+        for _ in range(21):
+            started = time.perf_counter()
+            evaluate(slots, rc, now)
+            times.append(time.perf_counter() - started)
+        result(bench="room_evaluate", bookings=n, median_ms=round(statistics.median(times) * 1e3, 3))
