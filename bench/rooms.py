@@ -450,4 +450,6 @@ def bench_room_evaluate() -> None:
             started = time.perf_counter()
             evaluate(slots, rc, now)
             times.append(time.perf_counter() - started)
-        result(bench="room_evaluate", bookings=n, median_ms=round(statistics.median(times) * 1e3, 3))
+        result(
+            bench="room_evaluate", bookings=n, median_ms=round(statistics.median(times) * 1e3, 3)
+        )
