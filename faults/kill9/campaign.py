@@ -26,6 +26,7 @@ simulator, `CloudSim.received`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
@@ -71,6 +72,8 @@ MAX_PASSES = {
     "updates.before_flip": 1,
     "updates.after_flip": 1,
 }
+# Bookings the campaign keeps in the cloud; it cancels the oldest beyond these.
+BOOKINGS_KEPT = 40
 # The last life fails when neither its outbox backlog nor its cursor moved for this long.
 DRAIN_STALL_S = 60
 # Members with day passes in the example site (a pass of their own, a balance).
@@ -381,6 +384,7 @@ class Campaign:
         # plants a disagreement. `before_inspect` lets a test spoil the database.
         self.expect_doc = self.doc
         self.drained: tuple[float, Any, str] | None = None
+        self.bookings: collections.deque[str] = collections.deque()
         self.before_inspect: Callable[[Path], None] | None = None
 
     # --- setting up and tearing down --------------------------------------------------
@@ -546,6 +550,15 @@ class Campaign:
             self.cloud.add_booking(booking)
         except Exception as exc:
             self.say(f"booking refused: {exc}")
+            return
+        # The operator cancels the oldest: thousands of bookings piled into the
+        # campaign's day would make every start load and every rooms tick walk them.
+        self.bookings.append(str(booking["id"]))
+        if len(self.bookings) > BOOKINGS_KEPT:
+            try:
+                self.cloud.delete("booking", self.bookings.popleft())
+            except Exception as exc:
+                self.say(f"booking delete refused: {exc}")
 
     def _push(self, send: Any) -> None:
         try:
