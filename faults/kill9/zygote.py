@@ -20,11 +20,22 @@ import sys
 
 # The imports a restart would otherwise pay for, done once here.
 import edge.gateway
+import edge.mqtt.occupancy
 import edge.ops.daemon
+import edge.site.importer
+import edge.sync.service
 from edge import faultpoints
 from edge.ops import cli
 
-PRELOADED = (edge.gateway, edge.ops.daemon)
+# The gateway imports these only when it starts them: without them here every
+# life paid about 0.18 s (measured alone) importing requests and the sync service.
+PRELOADED = (
+    edge.gateway,
+    edge.ops.daemon,
+    edge.mqtt.occupancy,
+    edge.site.importer,
+    edge.sync.service,
+)
 
 
 def _child(argv: list[str], env: dict[str, str], log: str) -> None:
