@@ -4,14 +4,17 @@ the shipped ACL (docs/mosquitto-acl.example), audited; occupancy from grants."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -69,6 +72,24 @@ def test_a_stay_ends_with_the_window_or_the_site_s_day() -> None:
     midnight = at(DAY + timedelta(days=1), "00:00")
     assert p.next_expiry() == midnight == day_end(at(DAY, "20:00"), TZ)
     assert p.summary(midnight) == {"count": 0, "by_area": {}}
+
+
+def test_each_stay_ends_at_its_own_day_s_midnight_across_days_and_dst() -> None:
+    # A day's entries share one computed midnight; the next day, or another
+    # zone, must not reuse it. 2026-10-25 is 25 hours long in Berlin.
+    p = Presence(30 * 3600)
+    days = [date(2026, 10, 24), date(2026, 10, 25), date(2026, 10, 26)]
+    for n, day in enumerate(days):
+        for hhmm in ("00:00", "12:00", "23:59"):
+            p.entered(f"m-{n}-{hhmm}", "front", at(day, hhmm), TZ)
+    for n, day in enumerate(days):
+        for hhmm in ("00:00", "12:00", "23:59"):
+            assert p.stays[f"m-{n}-{hhmm}"].until == day_end(at(day, hhmm), TZ)
+    assert day_end(at(days[1], "00:00"), TZ) - at(days[1], "00:00") == 25 * 3600
+    tokyo = ZoneInfo("Asia/Tokyo")
+    p.entered("m-tokyo", "front", at(days[2], "12:00"), tokyo)
+    assert p.stays["m-tokyo"].until == day_end(at(days[2], "12:00"), tokyo)
+    assert p.stays["m-tokyo"].until != day_end(at(days[2], "12:00"), TZ)
 
 
 def test_presence_follows_recorded_grants_only() -> None:
@@ -508,3 +529,50 @@ def test_occupancy_is_published_after_grants(
         )
     finally:
         again.close()
+
+    # Read back field by field: an exit grant ends a stay, a body that is not
+    # JSON (or whose fields are not strings) is skipped and named once.
+    d.stop()
+    now = time.time()
+    rows = [
+        (
+            "x-out",
+            json.dumps(
+                {
+                    "type": "access.granted",
+                    "holder": "m-1011",
+                    "door": "front",
+                    "at": datetime.fromtimestamp(now, TZ).isoformat(),
+                    "details": {"side": "out"},
+                }
+            ),
+        ),
+        ("x-bad", "{not json"),
+        (
+            "x-odd",
+            json.dumps(
+                {
+                    "type": "access.granted",
+                    "holder": {"id": "m-9"},
+                    "door": "front",
+                    "at": datetime.fromtimestamp(now, TZ).isoformat(),
+                }
+            ),
+        ),
+    ]
+    with contextlib.closing(sqlite3.connect(d.state_dir / "gateway.db")) as db, db:
+        db.executemany(
+            "INSERT INTO outbox (id, type, at, body, state, created) "
+            "VALUES (?, 'access.granted', '', ?, 'delivered', ?)",
+            [(i, body, now) for i, body in rows],
+        )
+    d.start()
+    third = Client(mosquitto, "watcher3", ("edge/mitte/occupancy",))
+    try:
+        wait_for(
+            "one left through the exit reader",
+            lambda: third.last("edge/mitte/occupancy") == {"count": 1, "by_area": {"front": 1}},
+        )
+        assert "occupancy: 1 outbox event(s) are not JSON; skipped" in d.output()
+    finally:
+        third.close()

@@ -39,13 +39,26 @@ def day_end(at: float, tz: ZoneInfo) -> float:
 class Presence:
     window_s: float
     stays: dict[str, Stay] = field(default_factory=dict)  # by holder
+    # The local day of the latest entry, (zone, start, end): a day's grants share it.
+    _day: tuple[ZoneInfo | None, float, float] = field(
+        default=(None, 0.0, 0.0), compare=False, repr=False
+    )
+
+    def _day_end(self, at: float, tz: ZoneInfo) -> float:
+        zone, start, end = self._day
+        if zone is not tz or not start <= at < end:
+            day = datetime.fromtimestamp(at, tz).date()
+            start = datetime.combine(day, time(0), tzinfo=tz).timestamp()
+            end = day_end(at, tz)
+            self._day = (tz, start, end)
+        return end
 
     def entered(self, holder: str, door: str, at: float, tz: ZoneInfo) -> bool:
         """An entry grant; False when it changes nothing (an older or repeated event)."""
         old = self.stays.get(holder)
         if old is not None and old.since >= at:
             return False
-        self.stays[holder] = Stay(door, at, min(at + self.window_s, day_end(at, tz)))
+        self.stays[holder] = Stay(door, at, min(at + self.window_s, self._day_end(at, tz)))
         return True
 
     def left(self, holder: str, at: float) -> bool:
@@ -60,15 +73,19 @@ class Presence:
         """One recorded event (`Recorder` form); True when the occupancy changed."""
         if event.get("type") != "access.granted":
             return False
-        holder, door, at = event.get("holder"), event.get("door"), event.get("at")
+        details = event.get("details")
+        side = details.get("side") if isinstance(details, dict) else None
+        return self.granted(event.get("holder"), event.get("door"), event.get("at"), side, tz)
+
+    def granted(self, holder: Any, door: Any, at: Any, side: Any, tz: ZoneInfo) -> bool:
+        """One `access.granted` by its fields; anything not well formed changes nothing."""
         if not isinstance(holder, str) or not isinstance(door, str) or not isinstance(at, str):
             return False
         try:
             ts = datetime.fromisoformat(at).timestamp()
         except ValueError:
             return False
-        details = event.get("details")
-        if isinstance(details, dict) and details.get("side") == "out":
+        if side == "out":
             return self.left(holder, ts)
         return self.entered(holder, door, ts, tz)
 
