@@ -181,6 +181,30 @@ def test_a_suspension_by_push_denies_at_once(
     assert d.ctl_json("sync", "status")["push"]["accepted"] >= 1
 
 
+def test_a_push_missed_while_the_broker_was_away_is_pulled_on_reconnect(
+    daemon_factory: Any, cloud: CloudSim, mosquitto: Any
+) -> None:
+    # The broker keeps no sessions across a restart (persistence false), so
+    # whatever was pushed while it was away is gone; the hour-long pull
+    # interval cannot be what brings the change.
+    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
+    d = start(daemon_factory, config(cloud, mosquitto))
+    synced(d, cloud)
+    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    mosquitto.stop()
+    wait_for("push lost", lambda: not d.ctl_json("sync", "status")["push"]["connected"])
+    cloud.push_enabled = False  # the push is lost for sure, not queued by the cloud's client
+    cloud.suspend_member("m-1002")
+    assert decide(d, RESIDENT_CARD) == (True, "plan")
+    mosquitto.start()
+    wait_for(
+        "the pull on reconnect to deny",
+        lambda: decide(d, RESIDENT_CARD)[1] == "billing_suspended",
+        40,
+    )
+    assert d.ctl_json("sync", "status")["cursor"] == cloud.cursor
+
+
 def push_undo_rows(d: Daemon) -> int:
     db = sqlite3.connect(d.state_dir / "gateway.db")
     try:

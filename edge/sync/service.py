@@ -153,6 +153,15 @@ class Sync:
         if self.cfg.push:
             self.link = link
             link.subscribe(self.topic, self.pushes.on_push)
+            link.on_connect(self._push_connected)
+
+    def _push_connected(self) -> None:
+        # A push published while the gateway was not subscribed (before its first
+        # connection, or after a broker restart that forgot its session) never
+        # comes: a pull brings what it carried.
+        if self._scheduler is not None and self._may_pull():
+            log.debug("sync: push subscribed; pulling what may have been missed")
+            self.request_pull()
 
     async def start(self) -> None:
         if self.cfg.url.startswith("http://"):
@@ -241,10 +250,15 @@ class Sync:
         else:
             self._pull_again = True
 
+    def _may_pull(self) -> bool:
+        """False when stopped or backing off: the retry is already scheduled."""
+        return not self.auth_failed and not (
+            self.pull.retry_at and time.time() < self.pull.retry_at
+        )
+
     async def _scheduled_pull(self) -> None:
-        if self.auth_failed or (self.pull.retry_at and time.time() < self.pull.retry_at):
-            return  # stopped, or backing off: the retry is already scheduled
-        self.request_pull()
+        if self._may_pull():
+            self.request_pull()
 
     async def sync_now(self, snapshot: bool = False) -> dict[str, Any]:
         """`edgectl sync now`: re-read the token, lift an auth stop, pull, upload."""
