@@ -54,6 +54,8 @@ from edge.site.sqlite import Many, SqlOp
 
 log = logging.getLogger("bridge.engine")
 
+REREAD_ATTEMPTS = 6  # a failed webhook re-read is tried again this often, backing off
+
 ChangeListener = Callable[[str, list[dict[str, Any]]], None]
 
 
@@ -120,6 +122,7 @@ class PlatformSync:
         self.listeners: list[ChangeListener] = []
         self.epoch = ""
         self._hints: dict[Hint, None] = {}
+        self._retry: dict[Hint, tuple[int, float]] = {}  # failed re-reads: attempts, when next
         self._requests: list[tuple[bool, bool, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._allow_deletes = False
@@ -240,6 +243,7 @@ class PlatformSync:
         for rt in self.sites.values():
             if rt.rechecks:
                 times.append(rt.rechecks[0][0])
+        times.extend(at for _, at in self._retry.values())
         return min(times)
 
     def _due_at(self, e: Entity) -> float:
@@ -259,6 +263,9 @@ class PlatformSync:
         return max(min(sweep, last + slow), r.retry_at)
 
     async def _due(self, now: float) -> None:
+        for h, (_, at) in self._retry.items():
+            if at <= now:
+                self._hints[h] = None
         if self._hints:
             hints, self._hints = list(self._hints), {}
             await self._guard("webhook re-read", self._reread(hints))
@@ -460,15 +467,42 @@ class PlatformSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # The next poll reads it anyway; the other hints still count.
-                log.warning("%s: re-reading %s %s failed: %s", self.name, h.entity, h.id, exc)
+                self._reread_failed(h, exc)
                 continue
+            self._retry.pop(h, None)
             if rec is None:
                 if self.world.get(h.entity, h.id) is not None:
                     batch.removes.add((h.entity, h.id))
                 continue
             self._take(e, rec, batch)
         await self._commit(batch)
+
+    def _reread_failed(self, h: Hint, exc: Exception) -> None:
+        """Again after a backoff, a few times: the next poll would read the record,
+        but that can be a minute or (for a slow entity) a quarter of an hour away.
+        The other hints of the round still count."""
+        attempts = self._retry.get(h, (0, 0.0))[0] + 1
+        if attempts > REREAD_ATTEMPTS:
+            self._retry.pop(h, None)
+            log.warning(
+                "%s: re-reading %s %s failed %d times (%s); left to the next poll",
+                self.name,
+                h.entity,
+                h.id,
+                attempts - 1,
+                exc,
+            )
+            return
+        delay = min(float(self.cfg.backoff_max_s), self.cfg.backoff_min_s * 2 ** (attempts - 1))
+        self._retry[h] = (attempts, self.clock() + delay)
+        log.warning(
+            "%s: re-reading %s %s failed: %s; again in %.1f s",
+            self.name,
+            h.entity,
+            h.id,
+            exc,
+            delay,
+        )
 
     def _take(self, e: Entity, rec: Record, batch: Batch) -> tuple[str | None, datetime | None]:
         """One record from a read into the batch: kept, dropped, or refused as malformed."""

@@ -195,6 +195,19 @@ def test_an_unpaid_invoice_past_grace_closes_the_door_on_the_webhook(rig: Rig) -
     wait_for("the payment to open it again", lambda: decide(d, GRACE) == (True, "plan"), 10)
 
 
+def test_a_webhook_re_read_that_fails_is_tried_again(rig: Rig) -> None:
+    # Polls are an hour apart: only the re-read's own retry can close the door.
+    b = rig.bridge(poll_interval_s=3600)
+    rig.webhooks(b, ["CoworkerInvoiceCreate"])
+    d = rig.gateway(b)
+    assert decide(d, GRACE) == (True, "plan")
+    # Every attempt of the HTTP client's first read (5), and one more.
+    rig.sim.faults.next("fail", 6, path="/api/billing/coworkerinvoices/", method="GET")
+    rig.sim.add_invoice(rig.ids["grace"], datetime.now(UTC) - timedelta(days=4))
+    wait_for("the retried re-read to deny", lambda: decide(d, GRACE)[1] == "billing_suspended", 30)
+    assert "failed: " in b.output() and "; again in " in b.output()
+
+
 def test_a_forged_webhook_is_refused_and_changes_nothing(rig: Rig) -> None:
     import requests
 
