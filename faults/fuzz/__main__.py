@@ -84,49 +84,69 @@ def run_harness(
     seconds: int,
     artifacts: Path,
     corpus: Path | None = None,
+    workers: int = 1,
 ) -> Outcome:
-    """One harness in a child process; `corpus` keeps the inputs it found (else a temp dir)."""
+    """One harness in child processes; `corpus` keeps the inputs it found (else a temp dir).
+
+    With `workers` > 1, that many children fuzz at once, as libFuzzer's own
+    `-workers` would: each with a seed of its own and its share of `execs`,
+    all writing to and re-reading (`-reload`) the same corpus folder, so an
+    input one finds the others build on. Their executions add up.
+    """
+    if workers < 1:
+        raise ValueError(f"workers: {workers} (at least 1)")
     artifacts.mkdir(parents=True, exist_ok=True)
     before = set(artifacts.iterdir())
     seeds = CORPUS / name
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
         work = corpus if corpus is not None else Path(tmp) / "corpus"
         work.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "faults.fuzz.child",
-            name,
-            f"-runs={execs}",
-            f"-max_total_time={seconds}",
-            "-timeout=1",
-            "-print_final_stats=1",
-            f"-artifact_prefix={artifacts}/",
-            str(work),  # libFuzzer adds what it finds to the first folder
-            str(seeds),
-        ]
         # The child imports the same checkout as this process, wherever it is started.
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         started = time.monotonic()
         cpu_before = _children_cpu()
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env={**os.environ, "PYTHONPATH": path, SCRATCH_ENV: str(Path(tmp) / "scratch")},
-            check=False,
-        )
+        children: list[tuple[subprocess.Popen[bytes], Path]] = []
+        for i in range(workers):
+            share = execs // workers + (1 if i < execs % workers else 0)
+            cmd = [
+                sys.executable,
+                "-m",
+                "faults.fuzz.child",
+                name,
+                f"-runs={share}",
+                f"-max_total_time={seconds}",
+                "-timeout=1",
+                "-print_final_stats=1",
+                f"-artifact_prefix={artifacts}/",
+                *([f"-seed={i + 1}"] if workers > 1 else []),
+                str(work),  # libFuzzer adds what it finds to the first folder
+                str(seeds),
+            ]
+            log_path = Path(tmp) / f"child-{i}.log"  # a file: pipes of idle readers fill up
+            env = {**os.environ, "PYTHONPATH": path, SCRATCH_ENV: str(Path(tmp) / f"scratch-{i}")}
+            with log_path.open("wb") as log_file:
+                child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            children.append((child, log_path))
+        logs: list[str] = []
+        failed: list[tuple[int, str]] = []
+        for child, log_path in children:
+            code = child.wait()
+            text = log_path.read_text(errors="replace")
+            logs.append(text)
+            if code != 0:
+                failed.append((code, text))
         took = time.monotonic() - started
         cpu = _children_cpu() - cpu_before
-    log = proc.stdout + proc.stderr
     found = sorted(
         p for p in set(artifacts.iterdir()) - before if p.name.startswith(FINDING_PREFIXES)
     )
-    if proc.returncode != 0 and not found:
-        # The child failed without a finding (it could not start, say): never read that as clean.
-        raise RuntimeError(f"fuzz: {name}: the child exited {proc.returncode}:\n{log[-4000:]}")
-    return Outcome(name, _execs(log), found, took, cpu, proc.returncode, log)
+    if failed and not found:
+        # A child failed without a finding (it could not start, say): never read that as clean.
+        code, text = failed[0]
+        raise RuntimeError(f"fuzz: {name}: a child exited {code}:\n{text[-4000:]}")
+    log = "\n".join(logs)
+    returncode = failed[0][0] if failed else 0
+    return Outcome(name, sum(_execs(t) for t in logs), found, took, cpu, returncode, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         help="where findings are written (default ./fuzz-findings)",
     )
     ap.add_argument("--corpus", type=Path, help="keep each harness's new inputs under DIR/NAME")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="children fuzzing each harness at once, sharing its corpus (default 1)",
+    )
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers {args.workers}: at least 1")
     names = list(HARNESSES) if args.harness == "all" else [args.harness]
     unknown = [n for n in names if n not in HARNESSES]
     if unknown:
@@ -151,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     open_findings = 0
     for name in names:
         corpus = args.corpus / name if args.corpus is not None else None
-        out = run_harness(name, args.execs, args.seconds, args.artifacts / name, corpus)
+        out = run_harness(
+            name, args.execs, args.seconds, args.artifacts / name, corpus, args.workers
+        )
         print(
             f"fuzz: {name}: {out.execs} execs in {out.seconds:.1f} s "
             f"(start-up {out.setup_seconds:.1f} s, then {out.rate:.0f}/s; "
