@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import DecisionSampler, PeakRss, percentile, result, start_daemon, stop_daemon
 from doors import bench_badge, bench_osdp_bus, bench_osdp_vs_libosdp
+from occupancy import bench_occupancy_load
 from panels import bench_panels
 from platform_bridge import PLATFORMS, bench_change, bench_full_sync, bench_idle, bench_usage
 from rooms import bench_room_evaluate, bench_rooms
@@ -236,6 +237,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "backlog": bench_backlog,
     "rooms": bench_rooms,
     "room-evaluate": bench_room_evaluate,
+    "occupancy-load": bench_occupancy_load,
     "panels": bench_panels,
     "bridge-full-sync": lambda: (
         [bench_full_sync(p) for p in PLATFORMS] and bench_full_sync("nexudus", pins=False)
