@@ -66,8 +66,15 @@ async def play(
     noise: int = 0,
     flip: int = 0,
     rng: random.Random | None = None,
+    burst: bool = False,
 ) -> int:
-    """Deliver a frame's edges at their times, from now; returns the last timestamp."""
+    """Deliver a frame's edges at their times, from now; returns the last timestamp.
+
+    `burst`: deliver them all at once, stamped with the same times, as a kernel
+    hands over a frame's queued edges. A frame then cannot be split by a stall
+    of the sender's own loop, which a reader would rightly take for the end of
+    a frame (for tests of what a frame holds, not of timing).
+    """
     stream = edges(
         frame,
         time.monotonic_ns(),
@@ -79,7 +86,7 @@ async def play(
     )
     for edge in stream:
         delay = (edge.ns - time.monotonic_ns()) / 1e9
-        if delay > 0:
+        if delay > 0 and not burst:
             await asyncio.sleep(delay)
         deliver(edge)
     return stream[-1].ns
@@ -143,14 +150,23 @@ class SocketEdgeSender:
         noise: int = 0,
         flip: int = 0,
         rng: random.Random | None = None,
+        burst: bool = False,
     ) -> int:
-        """Send a frame in real time, one datagram per edge; returns the last timestamp."""
+        """Send a frame in real time, one datagram per edge, or with `burst` all its
+        edges in one datagram at once; returns the last timestamp."""
+        batch: list[bytes] = []
 
         def deliver(edge: Edge) -> None:
-            self._sock.sendto(SocketEdgeSource.RECORD.pack(edge.line, edge.ns), self.path)
+            record = SocketEdgeSource.RECORD.pack(edge.line, edge.ns)
+            if burst:
+                # One datagram: a unix socket queues only a few, and a blocking
+                # send to a reader on this same loop would never return.
+                batch.append(record)
+                return
+            self._sock.sendto(record, self.path)
             self.last_sent_ns = time.monotonic_ns()
 
-        return await play(
+        last = await play(
             frame,
             deliver,
             interval_ns=interval_ns,
@@ -158,7 +174,12 @@ class SocketEdgeSender:
             noise=noise,
             flip=flip,
             rng=rng,
+            burst=burst,
         )
+        if batch:
+            self._sock.sendto(b"".join(batch), self.path)
+            self.last_sent_ns = time.monotonic_ns()
+        return last
 
     async def send_keys(self, keys: str, bits: Literal[4, 8] = 4) -> None:
         for key in keys:

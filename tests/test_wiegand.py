@@ -315,14 +315,17 @@ def test_reader_reads_cards_and_pins_through_the_socket(tmp_path: Path) -> None:
 
 def test_reader_refuses_bad_frames_and_counts_them(tmp_path: Path) -> None:
     async def script(sender: SocketEdgeSender) -> None:
+        # In bursts: a stall of this loop mid-frame (a loaded machine) would
+        # split a frame in two, as a reader must, and change the counts.
         card = encode_card("H10306", 1000, 50001)
-        await sender.send(card, interval_ns=1_000_000, flip=1, rng=random.Random(1))
-        await asyncio.sleep(0.03)
-        await sender.send(card, interval_ns=1_000_000, noise=1, rng=random.Random(2))
-        await asyncio.sleep(0.03)
-        await sender.send(Frame(0x1FFFF, 17), interval_ns=1_000_000)
-        await asyncio.sleep(0.03)
-        await sender.send(card, interval_ns=1_000_000)
+        kw: dict[str, Any] = {"interval_ns": 1_000_000, "burst": True}
+        await sender.send(card, flip=1, rng=random.Random(1), **kw)
+        await asyncio.sleep(0.08)
+        await sender.send(card, noise=1, rng=random.Random(2), **kw)
+        await asyncio.sleep(0.08)
+        await sender.send(Frame(0x1FFFF, 17), **kw)
+        await asyncio.sleep(0.08)
+        await sender.send(card, **kw)
 
     got, reader = _reader_scenario(tmp_path, script)
     assert [p.cards[0] for p in got] == ["H10306:1000:50001"]  # only the clean read
