@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.mqtt")
 
 MIN_INTERVAL_S = 1.0
+CHUNK = 500  # grants read back at start between two turns of the loop
 LONGEST_SLEEP_S = 3600.0  # looked at again at least this often, in case the clock jumped
 
 
@@ -94,7 +95,9 @@ class Occupancy:
         rows = await self.site.store.fetchall(GRANTS_SINCE, (since,))
         tz = self.site.index.tz
         bad = 0
-        for valid, holder, door, at, side in rows:
+        for i, (valid, holder, door, at, side) in enumerate(rows):
+            if i % CHUNK == CHUNK - 1:
+                await asyncio.sleep(0)  # let a badge be decided in between
             if not valid:
                 bad += 1
                 continue
