@@ -83,6 +83,19 @@ def synced(d: Daemon, cloud: CloudSim) -> dict[str, Any]:
     )
 
 
+def push_connected(d: Daemon) -> None:
+    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+
+
+def start_pushed(daemon_factory: Any, cloud: CloudSim, broker: Any) -> Daemon:
+    """A gateway at the cloud's cursor whose push subscription is up."""
+    cloud.connect_mqtt(broker.host, broker.port)
+    d = start(daemon_factory, config(cloud, broker))
+    synced(d, cloud)
+    push_connected(d)
+    return d
+
+
 def decide(d: Daemon, card: str, door: str = "front", at: str = TEN) -> tuple[bool, str]:
     r = d.ctl_json("decide", "--door", door, "--card", card, "--at", at, check=False)
     return r["granted"], r["reason"]
@@ -170,10 +183,7 @@ def test_a_contract_end_passes_while_the_cloud_is_unreachable(
 def test_a_suspension_by_push_denies_at_once(
     daemon_factory: Any, cloud: CloudSim, mosquitto: Any
 ) -> None:
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     cloud.suspend_member("m-1002")
     started = time.monotonic()
     wait_for("the push to deny", lambda: decide(d, RESIDENT_CARD)[1] == "billing_suspended", 5)
@@ -187,10 +197,7 @@ def test_a_push_missed_while_the_broker_was_away_is_pulled_on_reconnect(
     # The broker keeps no sessions across a restart (persistence false), so
     # whatever was pushed while it was away is gone; the hour-long pull
     # interval cannot be what brings the change.
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     mosquitto.stop()
     wait_for("push lost", lambda: not d.ctl_json("sync", "status")["push"]["connected"])
     cloud.push_enabled = False  # the push is lost for sure, not queued by the cloud's client
@@ -219,10 +226,7 @@ def test_a_late_push_does_not_undo_what_a_pull_brought_since(
     """A push that arrives after the pull already applied a newer change to the same
     member is applied at once, then put back by the pull that follows, which reads
     nothing newer than the cursor; also when the gateway was killed in between."""
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     before = cloud.member("m-1002")
     cloud.push_enabled = False
     cloud.suspend_member("m-1002")
@@ -261,10 +265,7 @@ def test_a_late_push_does_not_undo_what_a_pull_brought_since(
 def test_forged_and_replayed_pushes_are_refused(
     daemon_factory: Any, cloud: CloudSim, mosquitto: Any, tmp_path: Path
 ) -> None:
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     member = cloud.member("m-1002")
     suspend = {
         "type": "changes",
@@ -310,7 +311,7 @@ def test_forged_and_replayed_pushes_are_refused(
     cloud.replay_last_push()
     d.stop()
     d.start()
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    push_connected(d)
     cloud.replay_last_push()
     wait_for(
         "two replays refused",
@@ -327,10 +328,7 @@ def test_forged_and_replayed_pushes_are_refused(
 def test_a_pushed_command_unlocks_and_is_audited(
     daemon_factory: Any, cloud: CloudSim, mosquitto: Any
 ) -> None:
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     cloud.push_command({"name": "unlock", "door": "office-12", "seconds": 7})
     action = wait_for(
         "admin.action",
@@ -609,10 +607,7 @@ def test_a_pushed_invalid_change_is_reported_once(
 ) -> None:
     """Refused by the push and again by the pull that follows (which moves the cursor past
     it): one alarm, one `refused_changes` row; the pull's refusal is logged at INFO."""
-    cloud.connect_mqtt(mosquitto.host, mosquitto.port)
-    d = start(daemon_factory, config(cloud, mosquitto))
-    synced(d, cloud)
-    wait_for("push connected", lambda: d.ctl_json("sync", "status")["push"]["connected"])
+    d = start_pushed(daemon_factory, cloud, mosquitto)
     broken = {**cloud.member("m-1002"), "plan": "no-such-plan"}
     cloud.upsert("member", broken)  # pushed at once, then fetched by the pull it starts
     status = synced(d, cloud)
