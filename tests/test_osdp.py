@@ -8,10 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import sys
-import termios
-import tty
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +27,7 @@ from drivers.osdp import (
     OsdpCommandError,
     OsdpReader,
     OsdpReaderConfig,
+    Packet,
     PacketError,
     Reply,
     Scs,
@@ -44,6 +42,7 @@ from drivers.osdp import (
     server_cryptogram,
     session_keys,
 )
+from faults.osdp_conformance.rawpd import RawPd
 from hwsim.osdp_reader import SimOsdpBus, SimReader
 from hwsim.serial_link import SerialLink
 from tests.conftest import run_async
@@ -565,60 +564,22 @@ def test_unplugged_port_takes_readers_offline() -> None:
     run_async(main())
 
 
-# --- a scripted PD: replies the tests choose byte by byte --------------------------------------
-
-
-class ScriptedPd:
-    """A PD written by hand on the far end of the line, for replies libosdp never sends."""
-
-    def __init__(self, path: str, answer: Callable[[Any], bytes | None]) -> None:
-        self.path = path
-        self.answer = answer
-        self.commands: list[Any] = []
-        self._splitter = FrameSplitter()
-        self._fd = -1
-
-    async def __aenter__(self) -> ScriptedPd:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(self._fd, termios.TCSANOW)
-        asyncio.get_running_loop().add_reader(self._fd, self._readable)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        asyncio.get_running_loop().remove_reader(self._fd)
-        os.close(self._fd)
-
-    def _readable(self) -> None:
-        for frame in self._splitter.feed(os.read(self._fd, 4096)):
-            if isinstance(frame, bytes):
-                packet = decode_packet(frame)
-                self.commands.append(packet)
-                reply = self.answer(packet)
-                if reply is not None:
-                    os.write(self._fd, reply)
-
-
 def test_checksum_replies_busy_and_frame_dump(caplog: pytest.LogCaptureFixture) -> None:
     state = {"busy": 1, "garbled": False}
 
-    def answer(cmd: Any) -> bytes | None:
-        def reply(code: int, data: bytes = b"") -> bytes:
-            return encode_packet(cmd.address, code, data, cmd.sqn, reply=True, use_crc=False)
-
-        if cmd.code == Cmd.ID:
-            return reply(Reply.PDID, bytes(12))
-        if cmd.code == Cmd.CAP:
-            return reply(Reply.PDCAP, bytes([4, 1, 1]))
+    def answer(pd: RawPd, cmd: Packet) -> bytes | None:
+        if cmd.code in (Cmd.ID, Cmd.CAP):
+            return None  # the default answer, with checksums (use_crc=False)
         if cmd.code == Cmd.LED:
             if state["busy"]:
                 state["busy"] -= 1
-                return encode_packet(cmd.address, Reply.BUSY, b"", 0, reply=True)
-            return reply(Reply.ACK)
+                return pd.reply(cmd, Reply.BUSY, sqn=0, use_crc=True)
+            return pd.reply(cmd, Reply.ACK)
         if state["garbled"]:
-            frame = bytearray(reply(Reply.ACK))
+            frame = bytearray(pd.reply(cmd, Reply.ACK))
             frame[-1] ^= 0xFF
             return bytes(frame)
-        return reply(Reply.OSTATR, b"\x01\x00")
+        return pd.reply(cmd, Reply.OSTATR, b"\x01\x00")
 
     async def main() -> None:
         link = SerialLink(115200)
@@ -626,7 +587,7 @@ def test_checksum_replies_busy_and_frame_dump(caplog: pytest.LogCaptureFixture) 
         bus = OsdpBus(OsdpBusConfig(type="osdp", port=link.a, retry_max_ms=400), "bus2")
         reader = bus.add_reader(reader_cfg(5, secure=False), None)
         try:
-            async with ScriptedPd(link.b, answer) as pd:
+            async with RawPd(link.b, address=5, use_crc=False, hook=answer) as pd:
                 await bus.start()
                 await until(lambda: reader.state == "online", "online")
                 await until(lambda: reader.outputs == {0: True, 1: False}, "output status")
