@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -56,6 +56,8 @@ from edge.timeutil import BoundConverter
 # Kinds every holder's resolved grants depend on: a change to one rebuilds the index.
 RELOAD_KINDS = frozenset({"site", "schedule", "access_group", "room"})
 HOLDER_KINDS = frozenset({"member", "guest"})
+# A holder's rows: its own, then those keyed by `holder`.
+HOLDER_TABLES = ("holders", "credentials", "grants", "day_passes")
 
 
 @dataclass(frozen=True)
@@ -260,15 +262,27 @@ def _check_one(
 # --- writing ----------------------------------------------------------------------------
 
 
+def clear_ops(gen: int, holders: Iterable[str], objects: Iterable[tuple[str, str]]) -> list[SqlOp]:
+    """The statements that delete these holders' and objects' rows in generation `gen`."""
+    by_holder = [(gen, oid) for oid in holders]
+    by_object = [(gen, kind, oid) for kind, oid in objects]
+    ops: list[SqlOp] = []
+    if by_holder:
+        ops.append(("DELETE FROM holders WHERE gen = ? AND id = ?", Many(by_holder)))
+        for table in HOLDER_TABLES[1:]:
+            ops.append((f"DELETE FROM {table} WHERE gen = ? AND holder = ?", Many(by_holder)))  # noqa: S608
+    if by_object:
+        ops.append(("DELETE FROM objects WHERE gen = ? AND kind = ? AND id = ?", Many(by_object)))
+    return ops
+
+
 def batch_ops(batch: Batch, gen: int) -> list[SqlOp]:
     """The statements that bring generation `gen` to the batch's final state."""
-    holders = [(gen, oid) for (kind, oid) in batch.final if kind in HOLDER_KINDS]
-    objects = [(gen, kind, oid) for (kind, oid) in batch.final if kind not in HOLDER_KINDS]
-    ops: list[SqlOp] = []
-    if holders:
-        ops.append(("DELETE FROM holders WHERE gen = ? AND id = ?", Many(holders)))
-        for table in ("credentials", "grants", "day_passes"):
-            ops.append((f"DELETE FROM {table} WHERE gen = ? AND holder = ?", Many(holders)))  # noqa: S608
+    ops = clear_ops(
+        gen,
+        (oid for kind, oid in batch.final if kind in HOLDER_KINDS),
+        (key for key in batch.final if key[0] not in HOLDER_KINDS),
+    )
     if batch.moved_cards:
         ops.append(
             (
@@ -276,8 +290,6 @@ def batch_ops(batch: Batch, gen: int) -> list[SqlOp]:
                 Many((gen, holder, cid) for holder, cid, _ in batch.moved_cards),
             )
         )
-    if objects:
-        ops.append(("DELETE FROM objects WHERE gen = ? AND kind = ? AND id = ?", Many(objects)))
     rows = Rows.new(gen)
     for (kind, _), doc in batch.final.items():
         if doc is not None:

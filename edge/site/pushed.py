@@ -22,12 +22,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from edge.site.changes import HOLDER_KINDS, Batch
+from edge.site.changes import HOLDER_KINDS, HOLDER_TABLES, Batch, clear_ops
 from edge.site.sqlite import Many, SqliteStore, SqlOp
 
 Key = tuple[str, str]
-
-HOLDER_TABLES = ("holders", "credentials", "grants", "day_passes")
 
 
 def key_of(kind: str, oid: str) -> Key:
@@ -98,11 +96,8 @@ async def restore_ops(store: SqliteStore, gen: int, key: Key, rows: str) -> list
     """
     kind, oid = key
     saved: dict[str, list[list[Any]]] = json.loads(rows)
-    ops: list[SqlOp] = []
     if kind == "holder":
-        ops.append(("DELETE FROM holders WHERE gen = ? AND id = ?", (gen, oid)))
-        for table in HOLDER_TABLES[1:]:
-            ops.append((f"DELETE FROM {table} WHERE gen = ? AND holder = ?", (gen, oid)))  # noqa: S608
+        ops = clear_ops(gen, [oid], [])
         creds = saved.get("credentials", [])  # rows (gen, holder, id, key, active)
         if creds:
             marks = ",".join("?" * len(creds))
@@ -116,7 +111,7 @@ async def restore_ops(store: SqliteStore, gen: int, key: Key, rows: str) -> list
             }
             saved["credentials"] = [r for r in creds if r[3] not in taken]
     else:
-        ops.append(("DELETE FROM objects WHERE gen = ? AND kind = ? AND id = ?", (gen, kind, oid)))
+        ops = clear_ops(gen, [], [key])
     for table, table_rows in saved.items():
         if table_rows:
             marks = ",".join("?" * len(table_rows[0]))
