@@ -9,23 +9,20 @@ its operators.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.http import PlatformError
 from bridge.platforms.base import ReadError
+from edge.ops.lineserver import LineServer, send
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
 
 log = logging.getLogger("bridge.admin")
-
-MAX_LINE = 1 << 20
 
 
 class AdminError(Exception):
@@ -107,51 +104,16 @@ async def _retry(bridge: Bridge, params: dict[str, Any]) -> Any:
     return {"requeued": count}
 
 
-class AdminServer:
+class AdminServer(LineServer):
     def __init__(self, bridge: Bridge, path: Path, mode: int) -> None:
+        super().__init__(path, mode)
         self.bridge = bridge
-        self.path = path
-        self.mode = mode
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._client, path=str(self.path), limit=MAX_LINE
-        )
-        os.chmod(self.path, self.mode)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._clients):
-                task.cancel()
-            await asyncio.gather(*self._clients, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.set_name("admin.client")
-        self._clients.add(task)
-        try:
-            while line := await reader.readline():
-                reply = await self._handle(line)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, ValueError, asyncio.LimitOverrunError, asyncio.CancelledError):
-            pass
-        finally:
-            self._clients.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def handle(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await send(writer, await self._handle(line))
+        return True
 
     async def _handle(self, line: bytes) -> dict[str, Any]:
         request_id = None

@@ -5,9 +5,11 @@ child processes and asyncio tasks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -97,6 +99,21 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return result
 
     return asyncio.run(guarded())
+
+
+def raw_replies(path: Path, data: bytes) -> list[dict[str, Any]]:
+    """Send raw bytes to an admin socket, then read its replies until it closes."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.settimeout(30)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)  # the server may close before it has read it all
+            s.shutdown(socket.SHUT_WR)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):  # what was unread on its side
+            while chunk := s.recv(65536):
+                received += chunk
+    return [json.loads(line) for line in received.splitlines()]
 
 
 # --- sites --------------------------------------------------------------------

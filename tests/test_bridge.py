@@ -22,7 +22,7 @@ from hwsim.broker import Mosquitto
 from hwsim.platforms.nexudus import NexudusSim
 from hwsim.platforms.officernd import OfficeRndSim
 from hwsim.platforms.rig import GATEWAY_TOKEN, PUSH_KEY_ID, BridgeProcess, bridge_config, provision
-from tests.conftest import Daemon
+from tests.conftest import Daemon, raw_replies
 
 T = TypeVar("T")
 TZ = ZoneInfo("Europe/Berlin")
@@ -226,6 +226,21 @@ def test_a_forged_webhook_is_refused_and_changes_nothing(rig: Rig) -> None:
     status = b.status()
     assert status is not None
     assert status["platforms"]["nexudus"]["webhooks"]["refused"] == 1
+
+
+def test_bad_admin_requests_are_answered_and_the_bridge_keeps_serving(rig: Rig) -> None:
+    b = rig.bridge(poll_interval_s=3600)
+    replies = raw_replies(
+        b.state_dir / "admin.sock",
+        b'not json\n{"id": 7, "method": "nope"}\n{"id": 8' + b" " * (1 << 20) + b"}\n",
+    )
+    assert [(r["id"], r["error"]["code"]) for r in replies] == [
+        (None, "bad_request"),
+        (7, "unknown_method"),
+        (None, "bad_request"),
+    ]
+    assert replies[2]["error"]["message"] == "request line too long"
+    assert b.status() is not None
 
 
 def test_by_polling_alone_a_cancelled_plan_ends_at_its_end_date(rig: Rig) -> None:

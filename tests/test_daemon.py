@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import DAY, REPO
+from tests.conftest import DAY, REPO, raw_replies
 
 TEN = f"{DAY}T10:00:00+01:00"
 
@@ -270,6 +270,11 @@ def test_bad_commands_are_refused_clearly(daemon: Any) -> None:
         replies_file = s.makefile()  # one buffer for both: the replies may arrive together
         replies = replies_file.readline(), replies_file.readline()
     assert "bad_request" in replies[0]
+    # A line over the limit (1 MiB) is answered, then the connection closes.
+    too_long = raw_replies(daemon.state_dir / "admin.sock", b'{"id": 1' + b" " * (1 << 20) + b"}\n")
+    assert too_long == [
+        {"id": None, "error": {"code": "bad_request", "message": "request line too long"}}
+    ]
     assert (
         daemon.ctl(
             "decide", "--door", "front", "--card", "H10306:1000:50001", check=False

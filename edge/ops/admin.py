@@ -14,7 +14,6 @@ peer's uid (SO_PEERCRED) goes into the audit log for every change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 from edge.access.cards import CardSpecError, parse_card_spec
 from edge.access.policy import Decision
 from edge.gateway import Gateway
+from edge.ops.lineserver import LineServer, send
 from edge.site.sqlite import describe, storage_error
 from edge.site.state import Actor, GatewayError
 from edge.timeutil import in_zone, iso_instant, parse_instant
@@ -38,7 +38,6 @@ from edge.web.accounts import Accounts
 
 log = logging.getLogger("edge.admin")
 
-MAX_LINE = 1 << 20
 MAX_PAYLOAD = 2 << 30
 
 
@@ -222,12 +221,12 @@ async def _follow(server: AdminServer, call: Call) -> Any:
     gw = server.gateway
     q = gw.recorder.follow()
     try:
-        await _send(call.writer, {"id": call.request_id, "result": {"following": True}})
+        await send(call.writer, {"id": call.request_id, "result": {"following": True}})
         while True:
             event = await q.get()
             if not event:
                 return None
-            await _send(call.writer, {"id": call.request_id, "event": event})
+            await send(call.writer, {"id": call.request_id, "event": event})
     finally:
         gw.recorder.unfollow(q)
 
@@ -407,11 +406,6 @@ async def _panel_revoke(server: AdminServer, call: Call) -> Any:
     return await _accounts(server).revoke(_param(call, "id", str), call.actor)
 
 
-async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-    await writer.drain()
-
-
 def _peer(writer: asyncio.StreamWriter) -> Actor:
     sock: socket.socket | None = writer.get_extra_info("socket")
     if sock is None:
@@ -433,71 +427,26 @@ def _audit_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class AdminServer:
+class AdminServer(LineServer):
     def __init__(self, gateway: Gateway, path: Path, mode: int) -> None:
+        super().__init__(path, mode)
         self.gateway = gateway
-        self.path = path
-        self.mode = mode
         self.accounts: Accounts | None = None
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for leftover in (self.gateway.state_dir / "spool").glob("import-*.json"):
             log.info("admin: removing %s, left by a request a crash interrupted", leftover)
             leftover.unlink(missing_ok=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._client, path=str(self.path), limit=MAX_LINE
-        )
-        os.chmod(self.path, self.mode)
+        await super().start()
         log.info("admin: listening on %s", self.path)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._clients):
-                task.cancel()
-            await asyncio.gather(*self._clients, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+    def client_name(self, writer: asyncio.StreamWriter) -> str:
+        return f"admin.client[pid {_peer(writer).pid}]"
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        actor = _peer(writer)
-        task.set_name(f"admin.client[pid {actor.pid}]")
-        self._clients.add(task)
-        try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    await _send(
-                        writer,
-                        {
-                            "id": None,
-                            "error": {"code": "bad_request", "message": "request line too long"},
-                        },
-                    )
-                    return
-                if not line:
-                    return
-                if not await self._handle(line, reader, writer, actor):
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._clients.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def handle(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        return await self._handle(line, reader, writer, _peer(writer))
 
     async def _handle(
         self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, actor: Actor
@@ -531,19 +480,17 @@ class AdminServer:
                 if unrecorded is not None and isinstance(result, dict):
                     result = {**result, "audit": f"NOT RECORDED ({unrecorded})"}
             if name != "events.follow":
-                await _send(writer, {"id": request_id, "result": result})
+                await send(writer, {"id": request_id, "result": result})
             return bool(name != "events.follow")
         except GatewayError as exc:
             log.warning("admin: %s: %s", actor.name, exc)
-            await _send(
-                writer, {"id": request_id, "error": {"code": exc.code, "message": str(exc)}}
-            )
+            await send(writer, {"id": request_id, "error": {"code": exc.code, "message": str(exc)}})
             return True
         except (ConnectionError, asyncio.IncompleteReadError):
             return False
         except Exception as exc:
             log.exception("admin: request failed")
-            await _send(
+            await send(
                 writer, {"id": request_id, "error": {"code": "internal", "message": str(exc)}}
             )
             return True
