@@ -7,7 +7,8 @@ which decides every badge, is held meanwhile: a ticker task on the same loop
 records its longest gap. N grants by 3,000 members at the front door over
 the last 8 hours (since the site's midnight if that is later), in a real
 store (`edge.site.sqlite`) of a gateway that is
-built but not started (its broker link never connects). Median of 7 loads.
+built but not started (its broker link never connects). Median of 7 loads;
+`peak_mb` is the most Python memory one more load held at once (tracemalloc).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import tracemalloc
 from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -46,7 +48,7 @@ async def _ticker(gaps: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
-async def _bench(grants: int, state: Path) -> tuple[float, float]:
+async def _bench(grants: int, state: Path) -> tuple[float, float, float]:
     write_secret(state, "pin_key", EXAMPLE_PIN_KEY.hex().encode())
     gw = Gateway(parse_config(CONFIG), state)
     await gw.site.start()
@@ -88,7 +90,14 @@ async def _bench(grants: int, state: Path) -> tuple[float, float]:
             await ticker
             stalls.append(max(gaps))
             assert len(occupancy.presence.stays) == min(grants, HOLDERS)
-        return statistics.median(walls), statistics.median(stalls)
+        # Once more under tracemalloc, apart from the timed loads: the most the
+        # read-back held at once (the process keeps much of it after it is freed).
+        occupancy.presence.stays.clear()
+        tracemalloc.start()
+        await occupancy._load(time.time())
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return statistics.median(walls), statistics.median(stalls), peak
     finally:
         await gw.site.store.stop()
 
@@ -96,10 +105,11 @@ async def _bench(grants: int, state: Path) -> tuple[float, float]:
 def bench_occupancy_load() -> None:
     for grants in (2_000, 20_000):
         with tempfile.TemporaryDirectory(prefix="bench-occupancy-") as tmp:
-            wall, stall = asyncio.run(_bench(grants, Path(tmp)))
+            wall, stall, peak = asyncio.run(_bench(grants, Path(tmp)))
         result(
             bench="occupancy_load",
             grants=grants,
             median_ms=round(wall * 1e3, 1),
             loop_stall_ms=round(stall * 1e3, 1),
+            peak_mb=round(peak / 2**20, 1),
         )

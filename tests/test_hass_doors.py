@@ -22,10 +22,15 @@ from edge.config import ConfigError, parse_config
 from edge.gateway import Gateway
 from edge.mqtt.door_commands import Command, CommandError, parse_command
 from edge.mqtt.hass_doors import CONTACT_OPEN_ON, LOCK_STATE, UNLOCKED_ON, door_discovery
+from edge.mqtt.occupancy import CHUNK
 from edge.secrets import write_secret
+from edge.site.events import make_event
 from edge.site.presence import Presence, day_end
+from edge.site.recorder import outbox_op
+from edge.site.sqlite import SqlOp
 from hwsim.broker import Mosquitto
-from tests.conftest import DAY, REPO, TZ, at
+from hwsim.sitegen import EXAMPLE_PIN_KEY
+from tests.conftest import DAY, REPO, TZ, at, run_async
 
 T = TypeVar("T")
 ACL = REPO / "docs" / "mosquitto-acl.example"
@@ -481,6 +486,74 @@ def test_only_an_admin_user_can_unlock_and_every_command_is_audited(
     finally:
         ha.close()
         dashboard.close()
+
+
+def test_occupancy_reads_grants_back_a_chunk_at_a_time(tmp_path: Path) -> None:
+    """Grants over several chunks, an exit and a body that is not JSON at a chunk's
+    edge, other events and grants outside the window between them: every grant in
+    the window counts once, and nothing recorded after the read started."""
+    write_secret(tmp_path, "pin_key", EXAMPLE_PIN_KEY.hex().encode())
+    config = '[site]\nid = "mitte"\n[homeassistant]\ndiscovery = true\n[mqtt]\nport = 9\n'
+    gw = Gateway(parse_config(config), tmp_path)  # built, not started: no broker needed
+    people = 3 * CHUNK + 7
+
+    async def main() -> None:
+        await gw.site.start()
+        try:
+            occupancy = gw.occupancy
+            assert occupancy is not None
+            tz = gw.site.index.tz
+            now = time.time()
+
+            def grant(holder: str, at: float, **details: Any) -> SqlOp:
+                fields = {"door": "front", "holder": holder, "reason": "plan", "details": details}
+                return outbox_op(
+                    make_event("access.granted", at, tz, "mitte", "gw-1", **fields), at
+                )
+
+            held = outbox_op(
+                make_event("door.held_open", now, tz, "mitte", "gw-1", door="front"), now
+            )
+
+            ops = [grant("m-old", now - occupancy.presence.window_s - 600)]
+            for i in range(people):
+                ops.append(grant(f"m-{i}", now - 60 + i / people))
+                if i % 100 == 0:
+                    ops.append(held)
+            await gw.site.store.write(ops)
+            await gw.site.store.write(
+                [
+                    (
+                        "UPDATE outbox SET body = '{not json' WHERE type = 'access.granted' "
+                        "AND json_extract(body, '$.holder') = ?",
+                        (f"m-{CHUNK - 1}",),
+                    )
+                ]
+            )
+            await gw.site.store.write([grant("m-1", now, side="out")])
+            await occupancy._load(now)
+            assert len(occupancy.presence.stays) == people - 2  # m-1 left, one unreadable
+            assert "m-old" not in occupancy.presence.stays
+
+            # A grant stored once the read has its bounds comes by the queue only.
+            occupancy.presence.stays.clear()
+            real = gw.site.store.fetchone
+            late = [grant("m-late", now)]
+
+            async def then_record(sql: str, params: Any = ()) -> Any:
+                row = await real(sql, params)
+                if late:
+                    await gw.site.store.write([late.pop()])
+                return row
+
+            gw.site.store.fetchone = then_record  # type: ignore[method-assign]
+            await occupancy._load(now)
+            assert "m-late" not in occupancy.presence.stays
+            assert len(occupancy.presence.stays) == people - 2
+        finally:
+            await gw.site.store.stop()
+
+    run_async(main())
 
 
 def test_occupancy_is_published_after_grants(
