@@ -149,7 +149,7 @@ PROTOCOL_ERRORS = (
     "bad_check",  # CRC or checksum wrong (SIA OSDP 2.2 Annex C; OSDP Verified 050-09-16)
     "bad_length",  # length field under 7 or over MAX_FRAME (5.6, 5.9)
     "malformed",  # a frame whose layout does not parse
-    "late",  # a reply that came after its timeout (5.7): dropped, never matched
+    "late",  # a reply after its timeout (5.7), or a repeat of one taken (5.9): dropped
     "foreign",  # a reply from another address, or a command echoed (5.9)
     "bad_sequence",  # a reply whose SQN is not the command's (5.9; 050-09-19)
     "checksum_in_secure",  # a checksum reply to a secure reader (050-09-15)
@@ -578,6 +578,7 @@ class OsdpReader:
         self._fault = FaultLog(self.name, "not connected yet")
         self._sqn = 0
         self._sc: SecureChannel | None = None
+        self._last_reply = b""  # the last reply taken, as framed (see OsdpBus._transact)
         self._misses = 0
         self._failures = 0
         self._next_try = 0.0
@@ -676,6 +677,7 @@ class OsdpReader:
     async def _connect(self) -> None:
         self._sqn = 0  # sequence 0 tells the PD to start afresh (and drop any session)
         self._sc = None
+        self._last_reply = b""
         self._misses = self.bus.config.offline_after_misses - 1  # one try per attempt
         pdid = await self._exchange(Cmd.ID, b"\x00")
         if pdid.code == Reply.PDID and len(pdid.data) >= 12:
@@ -805,6 +807,7 @@ class OsdpReader:
                 f"{self.name}: checksum reply from a secure reader", "checksum_in_secure"
             )
             raise _Offline("checksum reply from a secure reader")
+        self._last_reply = reply.raw if reply.code != Reply.BUSY else b""
         self._sqn = self._sqn % 3 + 1
         return self._unwrap(code, reply, sc)
 
@@ -1150,6 +1153,15 @@ class OsdpBus:
                 if not packet.reply or packet.address != reader.address:
                     self.counters["foreign"] += 1
                     log.debug("%s: ignored frame %s", self.name, item.hex(" "))
+                    continue
+                if item == reader._last_reply:
+                    # The previous command's reply again: it came late, after we had
+                    # resent the command, and the PD answered the resend by repeating
+                    # it (5.9). Not this command's answer, and no reason to end the
+                    # session; a fresh reply never repeats the last one byte for byte
+                    # (its SQN differs, and in the secure channel its MAC).
+                    self.counters["late"] += 1
+                    log.debug("%s: repeated reply dropped: %s", self.name, item.hex(" "))
                     continue
                 return packet
 

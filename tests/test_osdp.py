@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -607,6 +608,47 @@ def test_checksum_replies_busy_and_frame_dump(caplog: pytest.LogCaptureFixture) 
     assert dumps
     assert "bad check character" in dumps[0]
     assert " tx ff 53 05 " in dumps[0]  # the recent frames, as hex
+
+
+def test_a_late_reply_and_its_repeat_keep_the_session() -> None:
+    """A PD busy for 300 ms answers a poll after the CP has resent it, then answers the
+    resend by repeating that reply (5.9): the CP takes the first, drops the repeat as
+    late, and the secure session goes on. Before, the repeat was read as the answer
+    to the next command, a sequence mismatch that cost a session rebuild."""
+    polls = {"n": 0}
+
+    def hook(pd: RawPd, cmd: Packet) -> bytes | None:
+        if pd.sc is not None and cmd.code == Cmd.POLL:
+            polls["n"] += 1
+            if polls["n"] == 5:
+                pd.stall(0.3)  # the next poll (and its resend) wait in the line
+        return None
+
+    async def main() -> None:
+        link = SerialLink(115200)
+        await link.start()
+        bus = OsdpBus(OsdpBusConfig(type="osdp", port=link.a, retry_max_ms=400), "bus4")
+        reader = bus.add_reader(reader_cfg(2), KEY1)
+        ev = Events(reader)
+        try:
+            async with RawPd(
+                link.b, address=2, key=KEY1, repeat_replies=True, turnaround_s=0.03, hook=hook
+            ) as pd:
+                await bus.start()
+                await until(lambda: reader.state == "secure", "the secure channel")
+                await until(lambda: polls["n"] > 8, "polls after the stall")
+                resent = [a for a, b in itertools.pairwise(pd.commands) if a.raw == b.raw]
+                assert len(resent) == 1, "the CP did not resend the poll during the stall"
+                assert bus.counters["late"] == 1  # the repeat, dropped
+                pd.present_card(CARD_26, 26)
+                await until(lambda: bool(ev.cards), "a card after the stall")
+                assert (ev.online, ev.offline, pd.sessions) == (1, 0, 1)
+                assert bus.counters["bad_sequence"] == 0
+        finally:
+            await bus.stop()
+            await link.stop()
+
+    run_async(main())
 
 
 def test_reply_decoding() -> None:

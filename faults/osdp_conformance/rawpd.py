@@ -6,6 +6,10 @@ reply from another address or a frame over the size limit. `RawPd` answers on
 the far end of a serial line (a `SerialLink` end) from our own codec and
 secure channel, played from the PD's side; a `hook` picks, command by command,
 what goes on the wire instead of the default answer.
+
+`repeat_replies` makes it answer a command received twice, byte for byte, with
+the reply it sent the first time (5.9), which libosdp's PD does only since
+its commit 71556a6 (April 2026), not in a release yet.
 """
 
 from __future__ import annotations
@@ -50,20 +54,26 @@ class RawPd:
         key: bytes | None = None,
         *,
         delay_s: float = 0.0,
+        turnaround_s: float = 0.0,
         use_crc: bool = True,
+        repeat_replies: bool = False,
         hook: Hook | None = None,
     ) -> None:
         self.path = path
         self.address = address
         self.key = key
         self.delay_s = delay_s
+        self.turnaround_s = turnaround_s  # at least this long between two replies
         self.use_crc = use_crc
+        self.repeat_replies = repeat_replies
         self.hook = hook
         self.commands: list[Packet] = []  # every command addressed to us, as received
         self.cards: deque[tuple[int, int]] = deque()  # (bits, bit count) for the next polls
         self.sc: SecureChannel | None = None
         self.sessions = 0  # secure sessions established
         self._rnd: tuple[bytes, bytes, bytes] | None = None  # rnd_a, rnd_b, scbk in use
+        self._last: tuple[bytes, bytes] = (b"", b"")  # the last command answered, its reply
+        self._free_at = 0.0  # when the line is free for the next reply (loop time)
         self._splitter = FrameSplitter()
         self._fd = -1
 
@@ -76,6 +86,20 @@ class RawPd:
     async def __aexit__(self, *exc: object) -> None:
         asyncio.get_running_loop().remove_reader(self._fd)
         os.close(self._fd)
+        self._fd = -1
+
+    def stall(self, seconds: float) -> None:
+        """Stop reading the line for `seconds`, as a PD busy elsewhere: the commands
+        sent meanwhile wait in the line's buffer and are then answered in order."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._fd)
+
+        def resume() -> None:
+            if self._fd >= 0:
+                loop.add_reader(self._fd, self._readable)
+                self._readable()
+
+        loop.call_later(seconds, resume)
 
     def present_card(self, bits: int, bit_count: int) -> None:
         self.cards.append((bits, bit_count))
@@ -213,6 +237,9 @@ class RawPd:
             if cmd.reply or cmd.address not in (self.address, 0x7F):
                 continue
             self.commands.append(cmd)
+            if self.repeat_replies and frame == self._last[0]:
+                self._send(self._last[1])  # a resend: the same reply, MAC chain untouched
+                continue
             checked = self.check(cmd)
             if isinstance(checked, bytes):
                 out: bytes | None = checked
@@ -221,11 +248,16 @@ class RawPd:
                 if out is None:
                     out = self.answer(checked)
             if out:
+                self._last = (frame, out)
                 self._send(out)
 
     def _send(self, frame: bytes) -> None:
-        if self.delay_s > 0:
-            asyncio.get_running_loop().call_later(self.delay_s, self._write, frame)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = max(now + self.delay_s, self._free_at)
+        self._free_at = at + self.turnaround_s
+        if at > now:
+            loop.call_later(at - now, self._write, frame)
         else:
             self._write(frame)
 
