@@ -43,6 +43,7 @@ from drivers.osdp import (
     server_cryptogram,
     session_keys,
 )
+from faults.osdp_conformance.cases import raw_rig
 from faults.osdp_conformance.rawpd import RawPd
 from hwsim.osdp_reader import SimOsdpBus, SimReader
 from hwsim.serial_link import SerialLink
@@ -625,28 +626,19 @@ def test_a_late_reply_and_its_repeat_keep_the_session() -> None:
         return None
 
     async def main() -> None:
-        link = SerialLink(115200)
-        await link.start()
-        bus = OsdpBus(OsdpBusConfig(type="osdp", port=link.a, retry_max_ms=400), "bus4")
-        reader = bus.add_reader(reader_cfg(2), KEY1)
-        ev = Events(reader)
-        try:
-            async with RawPd(
-                link.b, address=2, key=KEY1, repeat_replies=True, turnaround_s=0.03, hook=hook
-            ) as pd:
-                await bus.start()
-                await until(lambda: reader.state == "secure", "the secure channel")
-                await until(lambda: polls["n"] > 8, "polls after the stall")
-                resent = [a for a, b in itertools.pairwise(pd.commands) if a.raw == b.raw]
-                assert len(resent) == 1, "the CP did not resend the poll during the stall"
-                assert bus.counters["late"] == 1  # the repeat, dropped
-                pd.present_card(CARD_26, 26)
-                await until(lambda: bool(ev.cards), "a card after the stall")
-                assert (ev.online, ev.offline, pd.sessions) == (1, 0, 1)
-                assert bus.counters["bad_sequence"] == 0
-        finally:
-            await bus.stop()
-            await link.stop()
+        rig = raw_rig(
+            reader_cfg(2), KEY1, key=KEY1, repeat_replies=True, turnaround_s=0.03, hook=hook
+        )
+        async with rig as (bus, reader, seen, pd, _):
+            await until(lambda: reader.state == "secure", "the secure channel")
+            await until(lambda: polls["n"] > 8, "polls after the stall")
+            resent = [a for a, b in itertools.pairwise(pd.commands) if a.raw == b.raw]
+            assert len(resent) == 1, "the CP did not resend the poll during the stall"
+            assert bus.counters["late"] == 1  # the repeat, dropped
+            pd.present_card(CARD_26, 26)
+            await until(lambda: bool(seen.cards), "a card after the stall")
+            assert (seen.online, seen.offline, pd.sessions) == (1, 0, 1)
+            assert bus.counters["bad_sequence"] == 0
 
     run_async(main())
 

@@ -97,7 +97,6 @@ class RawPd:
         def resume() -> None:
             if self._fd >= 0:
                 loop.add_reader(self._fd, self._readable)
-                self._readable()
 
         loop.call_later(seconds, resume)
 
